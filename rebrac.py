@@ -1,0 +1,379 @@
+"""ReBRAC offline pretraining (π_ψ, Q_φ), a PyTorch port of CORL's `algorithms/offline/rebrac.py`.
+
+    python rebrac.py --env-id hopper-medium-replay
+
+Writes `checkpoints/<env-id>/rebrac_seed<S>.pt` (actor, critic, targets, optimisers, step, args),
+which `itpo_eval.py` adapts at inference time. `Actor`, `Critic` and `run_episodes` are the
+definitions every later stage imports.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from collect_dataset import atomic_torch_save, episode_outcome, load_dataset, parse_env_id, seed_everything
+
+# (β_a, β_c) per dataset, from CORL's ReBRAC configs (DESIGN.md, "ReBRAC").
+REBRAC_BETAS = {
+    "halfcheetah-random": (0.001, 0.1), "halfcheetah-medium": (0.001, 0.01), "halfcheetah-expert": (0.01, 0.01),
+    "halfcheetah-medium-expert": (0.01, 0.1), "halfcheetah-medium-replay": (0.01, 0.001),
+    "halfcheetah-full-replay": (0.001, 0.1),
+    "hopper-random": (0.001, 0.01), "hopper-medium": (0.01, 0.01), "hopper-expert": (0.1, 0.1),
+    "hopper-medium-expert": (0.1, 0.01), "hopper-medium-replay": (0.05, 0.5), "hopper-full-replay": (0.01, 0.01),
+    "walker2d-random": (0.01, 0.0), "walker2d-medium": (0.05, 0.1), "walker2d-expert": (0.01, 0.5),
+    "walker2d-medium-expert": (0.01, 0.01), "walker2d-medium-replay": (0.05, 0.01), "walker2d-full-replay": (0.01, 0.01),
+    "antmaze-umaze": (0.003, 0.002), "antmaze-umaze-diverse": (0.003, 0.001),
+    "antmaze-medium-play": (0.001, 0.0005), "antmaze-medium-diverse": (0.001, 0.0),
+    "antmaze-large-play": (0.002, 0.001), "antmaze-large-diverse": (0.002, 0.002),
+}
+# Settings that differ between the MuJoCo and AntMaze families.
+FAMILY_DEFAULTS = {
+    "mujoco": dict(actor_lr=1e-3, critic_lr=1e-3, batch_size=1024, gamma=0.99, reward_scale=1.0),
+    "antmaze": dict(actor_lr=3e-4, critic_lr=5e-5, batch_size=256, gamma=0.999, reward_scale=100.0),
+}
+
+
+@dataclass
+class Args:
+    env_id: str = "hopper-medium-replay"
+    """D4RL short name (e.g. hopper-medium-replay, antmaze-large-diverse)"""
+    dataset_id: str | None = None
+    """explicit Minari dataset id (overrides the resolution from --env-id)"""
+    seed: int = 0
+    """seed of the run (networks, batches, evaluation)"""
+    total_updates: int = 1_000_000
+    """gradient updates of the critic (the actor is updated every `policy_freq`)"""
+    actor_bc_coef: float | None = None
+    """β_a, behaviour-cloning weight of the actor (default: the dataset's row of the table)"""
+    critic_bc_coef: float | None = None
+    """β_c, behaviour penalty in the critic target (default: the dataset's row of the table)"""
+    actor_lr: float | None = None
+    """actor learning rate (default 1e-3 MuJoCo, 3e-4 AntMaze)"""
+    critic_lr: float | None = None
+    """critic learning rate (default 1e-3 MuJoCo, 5e-5 AntMaze)"""
+    batch_size: int | None = None
+    """batch size (default 1024 MuJoCo, 256 AntMaze)"""
+    gamma: float | None = None
+    """discount (default 0.99 MuJoCo, 0.999 AntMaze)"""
+    reward_scale: float | None = None
+    """rewards are multiplied by this (default 1 MuJoCo, 100 AntMaze)"""
+    hidden_dim: int = 256
+    """width of the 3 hidden layers of actor and critic"""
+    tau: float = 0.005
+    """Polyak rate of the target networks"""
+    policy_noise: float = 0.2
+    """std of the target policy smoothing noise"""
+    noise_clip: float = 0.5
+    """clip of the target policy smoothing noise"""
+    policy_freq: int = 2
+    """actor and targets are updated every this many critic updates"""
+    normalize_q: bool = True
+    """λ = 1 / mean|Q| in the actor loss"""
+    eval_every: int = 50_000
+    """evaluate on the real env every this many updates"""
+    eval_episodes: int = 10
+    """evaluation episodes (seeds eval_seed .. eval_seed + n - 1)"""
+    eval_seed: int = 1000
+    """first evaluation seed"""
+    checkpoint_every: int = 50_000
+    """write the checkpoint every this many updates"""
+    checkpoint: str | None = None
+    """checkpoint path (default checkpoints/<env-id>/rebrac_seed<S>.pt)"""
+    resume: bool = False
+    """continue from the checkpoint at its saved step"""
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    """torch device"""
+    compile: bool = False
+    """torch.compile the update step (worth it on CUDA; compiling costs about a minute)"""
+
+
+def resolve_args(args: Args) -> Args:
+    """Fill the per-dataset defaults that the user did not set."""
+    env, _ = parse_env_id(args.env_id)
+    family = FAMILY_DEFAULTS["antmaze" if env == "antmaze" else "mujoco"]
+    beta_a, beta_c = REBRAC_BETAS[args.env_id]
+    out = copy.copy(args)
+    out.actor_bc_coef = beta_a if args.actor_bc_coef is None else args.actor_bc_coef
+    out.critic_bc_coef = beta_c if args.critic_bc_coef is None else args.critic_bc_coef
+    for k, v in family.items():
+        if getattr(out, k) is None:
+            setattr(out, k, v)
+    if out.checkpoint is None:
+        out.checkpoint = f"checkpoints/{args.env_id}/rebrac_seed{args.seed}.pt"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+def _init_linear(layer: nn.Linear | "EnsembleLinear", last_scale: float | None = None) -> None:
+    """CORL's init: hidden weights U(±1/√fan_in), bias 0.1; last layer weights and bias U(±scale)."""
+    fan_in = layer.weight.shape[-2 if isinstance(layer, EnsembleLinear) else -1]
+    with torch.no_grad():
+        if last_scale is None:
+            layer.weight.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+            layer.bias.fill_(0.1)
+        else:
+            layer.weight.uniform_(-last_scale, last_scale)
+            layer.bias.uniform_(-last_scale, last_scale)
+
+
+class Actor(nn.Module):
+    """π_ψ(s): 3×256 ReLU MLP with tanh output, deterministic."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, act_dim), nn.Tanh(),
+        )
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        for layer in linears[:-1]:
+            _init_linear(layer)
+        _init_linear(linears[-1], last_scale=1e-3)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
+
+
+class EnsembleLinear(nn.Module):
+    """A linear layer for an ensemble: weight [E, in, out], input [E, ..., in] -> [E, ..., out]."""
+
+    def __init__(self, in_dim: int, out_dim: int, ensemble_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(shape[0], -1, shape[-1])
+        return torch.baddbmm(self.bias, x, self.weight).reshape(*shape[:-1], -1)
+
+
+class Critic(nn.Module):
+    """Q_φ,i(s, a), i = 1..2, each 3×256 Linear→ReLU→LayerNorm on concat(s, a); run as one ensemble."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_critics: int = 2):
+        super().__init__()
+        self.num_critics = num_critics
+        dims = [obs_dim + act_dim, hidden_dim, hidden_dim, hidden_dim]
+        self.hidden = nn.ModuleList(EnsembleLinear(i, o, num_critics) for i, o in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden_dim) for _ in range(3))
+        self.out = EnsembleLinear(hidden_dim, 1, num_critics)
+        for layer in self.hidden:
+            _init_linear(layer)
+        _init_linear(self.out, last_scale=3e-3)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """[..., obs_dim], [..., act_dim] -> Q values [num_critics, ...]."""
+        x = torch.cat([obs, act], dim=-1)
+        x = x.unsqueeze(0).expand(self.num_critics, *x.shape)
+        for layer, norm in zip(self.hidden, self.norms):
+            x = norm(F.relu(layer(x)))
+        return self.out(x).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+def make_replay(data: dict[str, np.ndarray], reward_scale: float, device: str) -> dict[str, torch.Tensor]:
+    """Dataset tensors on the device, with a′_data: the dataset's next action within the episode
+    (at an episode's last transition there is none, and the transition's own action stands in)."""
+    episode_end = (data["terminals"] > 0) | (data["timeouts"] > 0)
+    episode_end[-1] = True
+    next_actions = np.where(episode_end[:, None], data["actions"], np.roll(data["actions"], -1, axis=0))
+    replay = {
+        "obs": data["observations"], "actions": data["actions"], "rewards": data["rewards"] * reward_scale,
+        "next_obs": data["next_observations"], "next_actions": next_actions,
+        # Only true terminals stop bootstrapping; a timeout is a cut, not the end of the MDP.
+        "dones": data["terminals"],
+    }
+    return {k: torch.as_tensor(np.asarray(v, dtype=np.float32), device=device) for k, v in replay.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------
+def critic_target(batch, actor_target, critic_target_net, gamma, critic_bc_coef, policy_noise, noise_clip,
+                  noise: torch.Tensor | None = None) -> torch.Tensor:
+    """r + γ(1 − done)·(min_i Q̄_i(s′, ã) − β_c‖ã − a′_data‖²), ã = clip(π̄(s′) + clip(σ·N(0,1), ±c), ±1)."""
+    with torch.no_grad():
+        next_action = actor_target(batch["next_obs"])
+        if noise is None:
+            noise = torch.randn_like(next_action)
+        next_action = (next_action + (policy_noise * noise).clamp(-noise_clip, noise_clip)).clamp(-1, 1)
+        bc_penalty = ((next_action - batch["next_actions"]) ** 2).sum(-1)
+        next_q = critic_target_net(batch["next_obs"], next_action).min(0).values - critic_bc_coef * bc_penalty
+        return batch["rewards"] + gamma * (1 - batch["dones"]) * next_q
+
+
+def actor_loss_fn(actor, critic, batch, actor_bc_coef, normalize_q):
+    """mean(β_a‖π(s) − a‖² − λ·min_i Q_i(s, π(s))), λ = stop_grad(1 / mean|Q|)."""
+    pi = actor(batch["obs"])
+    q = critic(batch["obs"], pi).min(0).values
+    lmbda = 1.0 / q.abs().mean().detach() if normalize_q else torch.ones((), device=q.device)
+    bc = ((pi - batch["actions"]) ** 2).sum(-1)
+    return (actor_bc_coef * bc - lmbda * q).mean(), q.mean().detach(), lmbda, bc.mean().detach()
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    for tp, sp in zip(target.parameters(), source.parameters()):
+        tp.lerp_(sp, tau)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation on the real env (shared with itpo_eval.py)
+# ---------------------------------------------------------------------------------------------
+def run_episodes(make_env, env_id: str, seeds: list[int], act, max_episode_steps: int | None = None,
+                 on_step=None) -> dict[str, list[float]]:
+    """Run one episode per seed, all envs in lockstep. `act(obs [N, d] float32, alive [N] bool)`
+    returns actions [N, act_dim]; only the alive rows are used. AntMaze episodes end at the first
+    success, as D4RL's did. Returns per-episode returns, lengths, successes and score outcomes."""
+    envs = [make_env() for _ in seeds]
+    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)]).astype(np.float32)
+    alive = np.ones(len(seeds), bool)
+    returns, lengths, successes = np.zeros(len(seeds)), np.zeros(len(seeds), int), np.zeros(len(seeds), bool)
+    limit = max_episode_steps or envs[0].spec.max_episode_steps or 1000
+    while alive.any():
+        actions = np.asarray(act(obs, alive))
+        for i in np.flatnonzero(alive):
+            o, r, term, trunc, info = envs[i].step(actions[i])
+            returns[i] += r
+            lengths[i] += 1
+            successes[i] |= bool(info.get("success", False))
+            obs[i] = o
+            if term or trunc or lengths[i] >= limit or (env_id.startswith("antmaze") and successes[i]):
+                alive[i] = False
+        if on_step is not None:
+            on_step()
+    for env in envs:
+        env.close()
+    outcomes = [episode_outcome(env_id, r, s) for r, s in zip(returns, successes)]
+    return {"returns": returns.tolist(), "lengths": lengths.tolist(), "successes": successes.tolist(),
+            "outcomes": outcomes}
+
+
+def actor_policy(actor: nn.Module, device: str):
+    """The deterministic actor as an `act` function for `run_episodes`."""
+    @torch.no_grad()
+    def act(obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        return actor(torch.as_tensor(obs, device=device)).cpu().numpy()
+    return act
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------
+def train(args: Args) -> dict:
+    args = resolve_args(args)
+    seed_everything(args.seed)
+    data, make_env, score = load_dataset(args.env_id, args.dataset_id)
+    obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
+    replay = make_replay(data, args.reward_scale, args.device)
+    n = replay["obs"].shape[0]
+
+    actor = Actor(obs_dim, act_dim, args.hidden_dim).to(args.device)
+    critic = Critic(obs_dim, act_dim, args.hidden_dim).to(args.device)
+    actor_target, critic_target_net = copy.deepcopy(actor), copy.deepcopy(critic)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
+    start = 0
+    if args.resume and os.path.exists(args.checkpoint):
+        ckpt = torch.load(args.checkpoint, map_location=args.device, weights_only=True)
+        if ckpt["env_id"] != args.env_id:
+            raise SystemExit(f"error: {args.checkpoint} belongs to {ckpt['env_id']}, not {args.env_id}")
+        for module, key in ((actor, "actor"), (critic, "critic"), (actor_target, "actor_target"),
+                            (critic_target_net, "critic_target"), (actor_opt, "actor_opt"), (critic_opt, "critic_opt")):
+            module.load_state_dict(ckpt[key])
+        torch.set_rng_state(ckpt["rng_state"])
+        start = ckpt["step"]
+        print(f"[rebrac] resuming {args.checkpoint} at update {start}")
+
+    def update(batch, update_actor: bool):
+        target = critic_target(batch, actor_target, critic_target_net, args.gamma, args.critic_bc_coef,
+                               args.policy_noise, args.noise_clip)
+        q = critic(batch["obs"], batch["actions"])
+        critic_loss = ((q - target) ** 2).mean(1).sum(0)  # sum over the critics of each MSE
+        critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_opt.step()
+        if not update_actor:
+            return critic_loss.detach(), q.mean().detach(), None
+        actor_before = [p.detach().clone() for p in actor.parameters()]
+        actor_loss, q_pi, lmbda, bc = actor_loss_fn(actor, critic, batch, args.actor_bc_coef, args.normalize_q)
+        actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_opt.step()
+        with torch.no_grad():  # targets: actor target from the pre-update actor, as CORL's
+            for tp, p in zip(actor_target.parameters(), actor_before):
+                tp.lerp_(p, args.tau)
+            soft_update(critic_target_net, critic, args.tau)
+        return critic_loss.detach(), q.mean().detach(), (actor_loss.detach(), q_pi, lmbda, bc)
+
+    step_fn = torch.compile(update) if args.compile else update
+    run_name = f"rebrac_{args.env_id}_seed{args.seed}_{int(time.time())}"
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text("args", str(asdict(args)))
+    eval_seeds = list(range(args.eval_seed, args.eval_seed + args.eval_episodes))
+    last_score = float("nan")
+
+    def save(step: int):
+        atomic_torch_save({
+            "actor": actor.state_dict(), "critic": critic.state_dict(), "actor_target": actor_target.state_dict(),
+            "critic_target": critic_target_net.state_dict(), "actor_opt": actor_opt.state_dict(),
+            "critic_opt": critic_opt.state_dict(), "step": step, "args": asdict(args), "env_id": args.env_id,
+            "obs_dim": obs_dim, "act_dim": act_dim, "rng_state": torch.get_rng_state(), "score": last_score,
+        }, args.checkpoint)
+
+    t0, t_log = time.time(), time.time()
+    bar = tqdm(range(start, args.total_updates), initial=start, total=args.total_updates, desc="rebrac", mininterval=2)
+    for step in bar:
+        idx = torch.randint(0, n, (args.batch_size,), device=args.device)
+        batch = {k: v[idx] for k, v in replay.items()}
+        critic_loss, q_mean, actor_stats = step_fn(batch, (step + 1) % args.policy_freq == 0)
+        if (step + 1) % 1000 == 0:
+            writer.add_scalar("losses/critic_loss", critic_loss.item(), step + 1)
+            writer.add_scalar("values/q_data", q_mean.item(), step + 1)
+            if actor_stats is not None:
+                writer.add_scalar("losses/actor_loss", actor_stats[0].item(), step + 1)
+                writer.add_scalar("values/q_pi", actor_stats[1].item(), step + 1)
+                writer.add_scalar("values/lambda", actor_stats[2].item(), step + 1)
+                writer.add_scalar("losses/bc_mse", actor_stats[3].item(), step + 1)
+            writer.add_scalar("charts/updates_per_second", 1000 / (time.time() - t_log), step + 1)
+            t_log = time.time()
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.total_updates:
+            actor.eval()
+            result = run_episodes(make_env, args.env_id, eval_seeds, actor_policy(actor, args.device))
+            actor.train()
+            scores = score(result["outcomes"])
+            last_score = float(np.mean(scores))
+            writer.add_scalar("eval/normalized_score", last_score, step + 1)
+            writer.add_scalar("eval/return", float(np.mean(result["returns"])), step + 1)
+            bar.write(f"[rebrac] update {step + 1}: normalised score {last_score:.1f} ± {np.std(scores):.1f}")
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.total_updates:
+            save(step + 1)
+    elapsed = time.time() - t0
+    done = args.total_updates - start
+    print(f"[rebrac] {done} updates in {elapsed:.0f}s ({done / max(elapsed, 1e-9):.0f} updates/s incl. evaluation); "
+          f"final normalised score {last_score:.1f}; checkpoint {args.checkpoint}")
+    writer.close()
+    return {"score": last_score, "updates": done, "seconds": elapsed}
+
+
+if __name__ == "__main__":
+    train(tyro.cli(Args))
