@@ -1,0 +1,174 @@
+"""A one-step world model: conditional MeanFlow of the next state, optionally policy-tilted.
+
+    python meanflow_onestep.py --env-id hopper-medium-replay            # tilted, τ = 1
+    python meanflow_onestep.py --env-id hopper-medium-replay --tilt-temperature inf   # untilted
+    python itpo_eval.py --env-id hopper-medium-replay --world-model meanflow
+
+MeanFlow (Geng et al., 2025) learns the *average* velocity u(z_t, r, t) of the flow
+z_t = (1 − t)·x + t·e between data x (t = 0, here the normalised state delta, as in
+train_dynamics.py) and noise e (t = 1), conditioned on c = (s, a). The MeanFlow identity
+    u(z_t, r, t) = v − (t − r) · d/dt u(z_t, r, t),   v = e − x,
+    d/dt u = v·∂_z u + ∂_t u   (a JVP along the tangent (v, 1, 0) of the inputs (z, t, r)),
+gives a regression target (stop-gradient) for u_θ. Sampling is one network evaluation:
+    s′ = s + μ_Δ + σ_Δ · (z − u_θ(z, r = 0, t = 1 | s, a)),   z ~ N(0, I),
+exposed as the same f(s, a, ε) as the DDPM with ε: [..., 1, state_dim].
+
+Policy tilt (our reading: the paper's later version names a tilted sampler but gives no formula):
+each transition's loss is weighted by exp(−‖a − π_ψ(s)‖² / τ), normalised over the batch, with π_ψ the
+pretrained ReBRAC actor, so capacity goes to the actions the policy — and so the imagined
+rollouts — take. τ = inf switches the tilt off (uniform weights).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import tyro
+from torch.func import jvp
+
+from collect_dataset import load_checkpoint
+from rebrac import Actor
+from train_dynamics import Normalizer, fit, mlp, one_step_rmse, prepare, time_embedding
+
+
+@dataclass
+class Args:
+    env_id: str = "hopper-medium-replay"
+    """D4RL short name"""
+    dataset_id: str | None = None
+    """explicit Minari dataset id (overrides the resolution from --env-id)"""
+    seed: int = 0
+    """seed of the run (and of the ReBRAC checkpoint used for the tilt)"""
+    tilt_temperature: float = 1.0
+    """τ of the policy tilt exp(−‖a − π_ψ(s)‖²/τ); inf turns the tilt off"""
+    rebrac_checkpoint: str | None = None
+    """ReBRAC checkpoint for the tilt (default checkpoints/<env-id>/rebrac_seed<S>.pt)"""
+    share_r_equals_t: float = 0.75
+    """share of training pairs with r = t (plain flow matching); the rest have r < t"""
+    logit_normal_mean: float = -0.4
+    """mean of the logit-normal from which t and r are drawn"""
+    logit_normal_std: float = 1.0
+    """std of that logit-normal"""
+    adaptive_p: float = 1.0
+    """adaptive loss weight 1 / (loss + c)^p"""
+    adaptive_c: float = 1e-3
+    """c of the adaptive loss weight"""
+    hidden_dim: int = 256
+    """width of the hidden layers"""
+    num_layers: int = 3
+    """hidden layers"""
+    total_steps: int = 200_000
+    """gradient steps"""
+    batch_size: int = 256
+    """batch size"""
+    lr: float = 3e-4
+    """Adam learning rate"""
+    holdout: int = 1000
+    """transitions held out for the one-step RMSE"""
+    eval_every: int = 10_000
+    """held-out one-step RMSE every this many steps"""
+    checkpoint: str | None = None
+    """default checkpoints/<env-id>/meanflow_seed<S>.pt"""
+    resume: bool = False
+    """continue from the checkpoint at its saved step"""
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    """torch device"""
+
+
+class MeanFlowDynamics(nn.Module):
+    """u_θ(z, r, t | s, a), the average velocity; `f(s, a, eps)` samples s′ in one evaluation."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_layers: int = 3):
+        super().__init__()
+        self.config = dict(obs_dim=obs_dim, act_dim=act_dim, hidden_dim=hidden_dim, num_layers=num_layers)
+        self.obs_dim = obs_dim
+        self.normalizer = Normalizer(obs_dim)
+        # time is embedded as (t, t − r), scaled so that [0, 1] spans the embedding's frequencies
+        self.net = mlp(2 * obs_dim + act_dim + 64, obs_dim, hidden_dim, num_layers)
+
+    @property
+    def noise_shape(self) -> tuple[int, int]:
+        return (1, self.obs_dim)
+
+    def u(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """z [..., d], r and t [...] in [0, 1], s [..., d] raw, a [..., m] -> u [..., d]."""
+        emb = torch.cat([time_embedding(1000 * t), time_embedding(1000 * (t - r))], dim=-1)
+        return self.net(torch.cat([z, self.normalizer.obs(s), a, emb], dim=-1))
+
+    def f(self, s: torch.Tensor, a: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """s′ = f(s, a, ε) = s + μ_Δ + σ_Δ (z − u_θ(z, 0, 1 | s, a)), z = ε[..., 0, :]."""
+        z = eps[..., 0, :]
+        ones = torch.ones(z.shape[:-1], device=z.device, dtype=z.dtype)
+        x = z - self.u(z, torch.zeros_like(ones), ones, s, a)
+        return s + self.normalizer.delta_mean + self.normalizer.delta_std * x
+
+
+def meanflow_target(model: MeanFlowDynamics, z, r, t, v, s, a):
+    """(u_θ(z, r, t), u_tgt = v − (t − r)·du/dt) with du/dt = v·∂_z u + ∂_t u from one JVP."""
+    u, dudt = jvp(lambda z_, r_, t_: model.u(z_, r_, t_, s, a), (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t)))
+    return u, v - (t - r).unsqueeze(-1) * dudt
+
+
+def sample_times(n: int, args: Args, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r, t) with r ≤ t from a logit-normal; a share `share_r_equals_t` has r = t."""
+    samples = torch.sigmoid(args.logit_normal_mean + args.logit_normal_std * torch.randn(2, n, device=device))
+    t, r = samples.max(0).values, samples.min(0).values
+    r = torch.where(torch.rand(n, device=device) < args.share_r_equals_t, t, r)
+    return r, t
+
+
+def tilt_weights(actor: nn.Module | None, s: torch.Tensor, a: torch.Tensor, temperature: float) -> torch.Tensor:
+    """exp(−‖a − π_ψ(s)‖²/τ) per transition (unnormalised); all ones when τ = inf."""
+    if actor is None or math.isinf(temperature):
+        return torch.ones(s.shape[0], device=s.device)
+    with torch.no_grad():
+        return torch.exp(-((a - actor(s)) ** 2).sum(-1) / temperature)
+
+
+def meanflow_loss(model: MeanFlowDynamics, batch: dict[str, torch.Tensor], args: Args) -> torch.Tensor:
+    """Tilt-weighted, adaptively weighted ‖u_θ − stop_grad(u_tgt)‖²."""
+    s, a, n = batch["observations"], batch["actions"], model.normalizer
+    x = (batch["next_observations"] - s - n.delta_mean) / n.delta_std
+    e = torch.randn_like(x)
+    r, t = sample_times(x.shape[0], args, x.device)
+    z = (1 - t).unsqueeze(-1) * x + t.unsqueeze(-1) * e
+    u, u_tgt = meanflow_target(model, z, r, t, e - x, s, a)
+    err = ((u - u_tgt.detach()) ** 2).sum(-1)
+    adaptive = 1.0 / (err.detach() + args.adaptive_c) ** args.adaptive_p
+    tilt = batch["tilt"] / batch["tilt"].mean()
+    return (tilt * adaptive * err).mean()
+
+
+def load_meanflow(path: str, env_id: str, device: str = "cpu") -> MeanFlowDynamics:
+    """The trained one-step model from its checkpoint (refuses one made for another dataset)."""
+    ckpt = load_checkpoint(path, env_id, "MeanFlow", f"python meanflow_onestep.py --env-id {env_id}")
+    model = MeanFlowDynamics(**ckpt["config"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval().requires_grad_(False)
+
+
+def main(args: Args) -> dict:
+    train, held_out = prepare(args, "meanflow")
+    actor = None
+    if not math.isinf(args.tilt_temperature):
+        path = args.rebrac_checkpoint or f"checkpoints/{args.env_id}/rebrac_seed{args.seed}.pt"
+        rebrac = load_checkpoint(path, args.env_id, "ReBRAC", f"python rebrac.py --env-id {args.env_id}")
+        actor = Actor(rebrac["obs_dim"], rebrac["act_dim"], rebrac["args"]["hidden_dim"])
+        actor.load_state_dict(rebrac["actor"])
+        actor.to(args.device).eval()
+    train["tilt"] = tilt_weights(actor, train["observations"], train["actions"], args.tilt_temperature)
+    print(f"[meanflow] tilt τ={args.tilt_temperature}: effective sample size "
+          f"{train['tilt'].sum() ** 2 / (train['tilt'] ** 2).sum() / len(train['tilt']):.1%} of the data")
+    model = MeanFlowDynamics(train["observations"].shape[1], train["actions"].shape[1], args.hidden_dim, args.num_layers)
+    model.normalizer.fit(train["observations"].cpu().numpy(), train["next_observations"].cpu().numpy())
+    model.to(args.device)
+    return fit(model, lambda m, b: meanflow_loss(m, b, args),
+               lambda m, h: {"one_step_rmse": one_step_rmse(m, h, args.seed)}, args, "meanflow", train, held_out,
+               meta={"tilt_temperature": args.tilt_temperature})
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
