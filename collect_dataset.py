@@ -90,8 +90,9 @@ def parse_env_id(env_id: str) -> tuple[str, str]:
     return env, kind
 
 
-def make_env(env_id: str, **kwargs) -> gym.Env:
-    """The gymnasium env of a D4RL name (AntMaze: the D4RL evaluation maze, dict observations flattened)."""
+def make_env(env_id: str, flatten: bool = True, **kwargs) -> gym.Env:
+    """The gymnasium env of a D4RL name (AntMaze: the D4RL evaluation maze, its dict observations
+    flattened unless flatten=False)."""
     env, kind = parse_env_id(env_id)
     if env in MUJOCO_ENVS:
         return gym.make(MUJOCO_ENVS[env], **kwargs)
@@ -105,9 +106,10 @@ def make_env(env_id: str, **kwargs) -> gym.Env:
         continuing_task=True,
         reset_target=False,
         max_episode_steps=1000,
+        include_cfrc_ext_in_observation=False,  # 27-d ant observation, as D4RL's and Minari's datasets
         **kwargs,
     )
-    return gym.wrappers.FlattenObservation(maze_env)
+    return gym.wrappers.FlattenObservation(maze_env) if flatten else maze_env
 
 
 def flatten_observations(observations, observation_space: gym.Space) -> np.ndarray:
@@ -441,10 +443,10 @@ def collect_antmaze(args: Args) -> None:
     if dataset_id in __import__("minari").list_local_datasets():
         print(f"[collect] {dataset_id} exists; nothing to do")
         return
-    env = make_env(env_id).unwrapped  # dict observations, as Minari stores them
+    env = make_env(env_id, flatten=False)  # dict observations, as Minari stores them
     env.action_space.seed(args.seed)
     episodes, _ = rollout_episodes(env, lambda o: env.action_space.sample(), args.transitions, args.seed)
-    write_minari_dataset(dataset_id, episodes, make_env(env_id).spec, REF_SCORES["antmaze"],
+    write_minari_dataset(dataset_id, episodes, env.spec, REF_SCORES["antmaze"],
                          f"uniform random actions in the {size} AntMaze evaluation maze")
     print(f"[collect] wrote {dataset_id}: {args.transitions} transitions, {len(episodes)} episodes. "
           f"Use it with --env-id {env_id} --dataset-id {dataset_id}")

@@ -78,8 +78,9 @@ def mlp(in_dim: int, out_dim: int, hidden_dim: int, num_layers: int, act=nn.SiLU
 
 def time_embedding(t: torch.Tensor, dim: int = 32) -> torch.Tensor:
     """Sinusoidal embedding of a (continuous or integer) time, t: [...] -> [..., dim]."""
-    freqs = torch.exp(-math.log(1000.0) * torch.arange(dim // 2, device=t.device) / (dim // 2))
-    angles = t.float().unsqueeze(-1) * freqs
+    t = t if t.is_floating_point() else t.float()
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(dim // 2, device=t.device, dtype=t.dtype) / (dim // 2))
+    angles = t.unsqueeze(-1) * freqs
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 

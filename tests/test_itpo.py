@@ -1,0 +1,166 @@
+"""ITPO (Algorithm 1): the inner loop's mathematics and the paired evaluation."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+from torch.func import functional_call
+
+import itpo_eval
+from rebrac import Actor, Critic
+from train_dynamics import DiffusionDynamics
+from train_reward import RewardModel
+
+D, M_ACT, K, H, GAMMA = 3, 2, 2, 3, 0.9
+
+
+def tiny_problem(termination=False, seed=0):
+    torch.manual_seed(seed)
+    actor = Actor(D, M_ACT, 6).double()
+    for p in actor.parameters():  # larger weights than ReBRAC's init, so every term matters
+        p.data.normal_(0, 0.5)
+    critic = Critic(D, M_ACT, 6).double().requires_grad_(False)
+    world = DiffusionDynamics(D, M_ACT, diffusion_steps=K, hidden_dim=8, num_layers=1).double().requires_grad_(False)
+    reward = RewardModel(D, M_ACT, 8, 1, termination=termination).double().requires_grad_(False)
+    return actor, critic, world, reward
+
+
+def stacked(actor, n=1):
+    return {k: v.detach().unsqueeze(0).repeat(n, *[1] * v.dim()) for k, v in actor.named_parameters()}
+
+
+def test_autograd_equals_theorem_4_1_recursion():
+    """∇ψL = Σ_j γ^j (r_s G_j + r_a D_j) + γ^H (Q_s G_H + Q_a D_H), D_j = Π_s G_j + Π_ψ, G_{j+1} = F_s G_j + F_a D_j."""
+    actor, critic, world, reward = tiny_problem()
+    s0 = torch.randn(D, dtype=torch.float64)
+    eps = torch.randn(H, *world.noise_shape, dtype=torch.float64)
+    names = [k for k, _ in actor.named_parameters()]
+    shapes = [v.shape for _, v in actor.named_parameters()]
+    flat0 = torch.cat([v.detach().flatten() for _, v in actor.named_parameters()])
+
+    def unflatten(flat):
+        out, i = {}, 0
+        for name, shape in zip(names, shapes):
+            out[name] = flat[i:i + shape.numel()].view(shape)
+            i += shape.numel()
+        return out
+
+    def pi(flat, s):
+        return functional_call(actor, unflatten(flat), (s,))
+
+    G, grad, s = torch.zeros(D, len(flat0), dtype=torch.float64), torch.zeros(len(flat0), dtype=torch.float64), s0
+    for j in range(H + 1):
+        a = pi(flat0, s)
+        Pi_s, Pi_psi = jacobian(lambda s_: pi(flat0, s_), s), jacobian(lambda f_: pi(f_, s), flat0)
+        Dj = Pi_s @ G + Pi_psi
+        if j == H:
+            Q_s, Q_a = jacobian(lambda s_, a_: critic(s_, a_).min(0).values, (s, a))
+            grad = grad + GAMMA**H * (Q_s @ G + Q_a @ Dj)
+            break
+        r_s, r_a = jacobian(lambda s_, a_: reward(s_, a_)[0], (s, a))
+        grad = grad + GAMMA**j * (r_s @ G + r_a @ Dj)
+        F_s, F_a = jacobian(lambda s_, a_: world.f(s_, a_, eps[j]), (s, a))
+        G = F_s @ G + F_a @ Dj
+        s = world.f(s, a, eps[j])
+
+    policy = itpo_eval.batched_policy(actor)
+    _, grads = itpo_eval.inner_step(policy, stacked(actor), critic, world, reward, s0[None], eps[None, None], GAMMA)
+    autograd = torch.cat([grads[k][0].flatten() for k in names])
+    torch.testing.assert_close(autograd, grad, rtol=1e-8, atol=1e-10)
+    assert grad.abs().sum() > 0
+
+
+def test_one_inner_step_increases_the_objective():
+    actor, critic, world, reward = tiny_problem(termination=True)
+    policy = itpo_eval.batched_policy(actor)
+    s0 = torch.randn(1, D, dtype=torch.float64)
+    eps = torch.randn(1, 16, H, *world.noise_shape, dtype=torch.float64)
+    params = stacked(actor)
+    before, grads = itpo_eval.inner_step(policy, params, critic, world, reward, s0, eps, GAMMA)
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads.values()))
+    alpha = 1e-3 / norm
+    moved = {k: v + alpha * grads[k] for k, v in params.items()}
+    after, _ = itpo_eval.inner_step(policy, moved, critic, world, reward, s0, eps, GAMMA)
+    assert after.item() > before.item()
+    backwards = {k: v - alpha * grads[k] for k, v in params.items()}
+    assert itpo_eval.inner_step(policy, backwards, critic, world, reward, s0, eps, GAMMA)[0].item() < before.item()
+
+
+def test_batched_gradient_equals_separate_episodes():
+    actor, critic, world, reward = tiny_problem(termination=True)
+    policy = itpo_eval.batched_policy(actor)
+    n = 3
+    params = {k: v + 0.1 * torch.randn_like(v) for k, v in stacked(actor, n).items()}  # a different ψ each
+    s0 = torch.randn(n, D, dtype=torch.float64)
+    eps = torch.randn(n, 5, H, *world.noise_shape, dtype=torch.float64)
+    objective, grads = itpo_eval.inner_step(policy, params, critic, world, reward, s0, eps, GAMMA)
+    for i in range(n):
+        one = {k: v[i:i + 1] for k, v in params.items()}
+        obj_i, grads_i = itpo_eval.inner_step(policy, one, critic, world, reward, s0[i:i + 1], eps[i:i + 1], GAMMA)
+        torch.testing.assert_close(objective[i:i + 1], obj_i)
+        for k in grads:
+            torch.testing.assert_close(grads[k][i:i + 1], grads_i[k])
+
+
+def test_termination_weights_rewards_after_a_fall():
+    """With p_done ≈ 1 at every step only the first reward counts."""
+    actor, critic, world, reward = tiny_problem(termination=True)
+    with torch.no_grad():
+        reward.net[-1].bias[1] = 50.0   # done logit → p_done ≈ 1
+    policy = itpo_eval.batched_policy(actor)
+    s0 = torch.randn(1, D, dtype=torch.float64)
+    eps = torch.randn(1, 1, H, *world.noise_shape, dtype=torch.float64)
+    objective = itpo_eval.imagine_rollout(policy, stacked(actor), critic, world, reward, s0, eps, GAMMA)
+    first_reward = reward(s0, actor(s0))[0]
+    torch.testing.assert_close(objective, first_reward)
+
+
+def small_args(pipeline, **kw):
+    c = pipeline["ckpt"]
+    base = dict(env_id=pipeline["env_id"], particles=4, episodes=2, max_episode_steps=15, device="cpu",
+                rebrac_checkpoint=c["rebrac"], dynamics_checkpoint=c["dynamics"], reward_checkpoint=c["reward"])
+    return itpo_eval.Args(**{**base, **kw})
+
+
+def test_planted_nan_keeps_psi_and_is_counted(pipeline):
+    args = small_args(pipeline)
+    actor, critic, world, reward, _ = itpo_eval.load_models(args)
+    with torch.no_grad():
+        reward.net[-1].bias[0] = float("nan")
+    agent = itpo_eval.ITPOAgent(actor, critic, world, reward, args, gamma=0.99)
+    before = {k: v.clone() for k, v in agent.params.items()}
+    obs = np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32)
+    actions = agent(obs, np.array([True, True]))
+    assert agent.skipped == 2 and np.isfinite(actions).all()
+    for k in before:
+        assert torch.equal(agent.params[k], before[k])
+
+
+def test_alpha_zero_equals_rebrac_exactly_and_summary_has_both(pipeline):
+    summary = itpo_eval.main(small_args(pipeline, step_size=0.0, run_name="alpha0"))
+    assert summary["itpo"]["returns"] == summary["rebrac"]["returns"]
+    assert summary["itpo"]["lengths"] == summary["rebrac"]["lengths"]
+    on_disk = json.load(open(pipeline["work"] / "runs/alpha0/summary.json"))
+    for method in ("itpo", "rebrac"):
+        for key in ("returns", "normalized_scores", "mean", "std", "seconds_per_env_step", "skipped_updates"):
+            assert key in on_disk[method]
+    assert on_disk["settings"]["horizon"] == 5 and on_disk["settings"]["inner_steps"] == 1
+
+
+@pytest.mark.parametrize("extra", [dict(optimizer="adam", step_size=1e-3),
+                                   dict(step_size=1e-2, reset_every_step=True, inner_steps=2)])
+def test_adaptation_changes_the_episode(pipeline, extra):
+    summary = itpo_eval.main(small_args(pipeline, baseline=True, run_name="adapt", **extra))
+    assert summary["itpo"]["returns"] != summary["rebrac"]["returns"]
+    assert summary["itpo"]["skipped_updates"] == 0
+
+
+def test_checkpoint_of_another_dataset_is_refused(pipeline):
+    with pytest.raises(SystemExit) as err:
+        itpo_eval.load_models(small_args(pipeline, env_id="hopper-medium"))
+    assert "hopper-medium-replay" in str(err.value)
+    with pytest.raises(SystemExit) as err:
+        itpo_eval.load_models(small_args(pipeline, rebrac_checkpoint="missing.pt"))
+    assert "python rebrac.py --env-id hopper-medium-replay" in str(err.value)

@@ -1,0 +1,81 @@
+"""The one-step MeanFlow world model."""
+
+import math
+
+import torch
+from torch.autograd.functional import jacobian
+
+import itpo_eval
+import meanflow_onestep as mf
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    return mf.MeanFlowDynamics(3, 2, hidden_dim=16, num_layers=2).double()
+
+
+def test_one_step_sampling_is_deterministic_and_differentiable():
+    model = tiny()
+    s, a = torch.randn(3, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    eps = torch.randn(*model.noise_shape, dtype=torch.float64)
+    assert model.noise_shape == (1, 3)
+    torch.testing.assert_close(model.f(s, a, eps), model.f(s, a, eps), rtol=0, atol=0)
+    jac_s, jac_a = jacobian(lambda s_, a_: model.f(s_, a_, eps), (s, a))
+    h = 1e-6
+    for i in range(2):
+        d = torch.zeros(2, dtype=torch.float64)
+        d[i] = h
+        fd = (model.f(s, a + d, eps) - model.f(s, a - d, eps)) / (2 * h)
+        torch.testing.assert_close(jac_a[:, i], fd, rtol=1e-6, atol=1e-6)
+    for i in range(3):
+        d = torch.zeros(3, dtype=torch.float64)
+        d[i] = h
+        fd = (model.f(s + d, a, eps) - model.f(s - d, a, eps)) / (2 * h)
+        torch.testing.assert_close(jac_s[:, i], fd, rtol=1e-6, atol=1e-6)
+    batch = model.f(s.expand(4, 5, 3), a.expand(4, 5, 2), eps.expand(4, 5, 1, 3))
+    torch.testing.assert_close(batch[2, 3], model.f(s, a, eps))
+
+
+def test_jvp_target_equals_finite_differences():
+    model = tiny()
+    n = 6
+    z, v = torch.randn(n, 3, dtype=torch.float64), torch.randn(n, 3, dtype=torch.float64)
+    s, a = torch.randn(n, 3, dtype=torch.float64), torch.rand(n, 2, dtype=torch.float64)
+    t = torch.rand(n, dtype=torch.float64) * 0.8 + 0.1
+    r = t * torch.rand(n, dtype=torch.float64)
+    u, target = mf.meanflow_target(model, z, r, t, v, s, a)
+    h = 1e-6
+    dudt = (model.u(z + h * v, r, t + h, s, a) - model.u(z - h * v, r, t - h, s, a)) / (2 * h)
+    torch.testing.assert_close(u, model.u(z, r, t, s, a))
+    torch.testing.assert_close(target, v - (t - r)[:, None] * dudt, rtol=1e-6, atol=1e-7)
+
+
+def test_tilt_weights():
+    s, a = torch.randn(8, 3), torch.rand(8, 2)
+    assert torch.equal(mf.tilt_weights(None, s, a, 1.0), torch.ones(8))
+
+    class Zero(torch.nn.Module):
+        def forward(self, obs):
+            return torch.zeros(obs.shape[0], 2)
+
+    assert torch.equal(mf.tilt_weights(Zero(), s, a, math.inf), torch.ones(8))
+    torch.testing.assert_close(mf.tilt_weights(Zero(), s, a, 0.5), torch.exp(-(a ** 2).sum(-1) / 0.5))
+
+
+def test_time_sampling():
+    torch.manual_seed(0)
+    r, t = mf.sample_times(20_000, mf.Args(), "cpu")
+    assert torch.all(r <= t) and torch.all((t > 0) & (t < 1))
+    assert abs((r == t).float().mean().item() - 0.75) < 0.02
+
+
+def test_loss_trains_and_itpo_uses_meanflow(pipeline):
+    ckpt = torch.load(pipeline["ckpt"]["meanflow"], weights_only=True)
+    assert ckpt["tilt_temperature"] == 1.0 and ckpt["step"] == 50
+    args = itpo_eval.Args(env_id=pipeline["env_id"], particles=4, episodes=2, max_episode_steps=10, device="cpu",
+                          world_model="meanflow", step_size=1e-2, rebrac_checkpoint=pipeline["ckpt"]["rebrac"],
+                          dynamics_checkpoint=pipeline["ckpt"]["meanflow"], reward_checkpoint=pipeline["ckpt"]["reward"],
+                          run_name="meanflow")
+    summary = itpo_eval.main(args)
+    assert summary["settings"]["noise_shape"] == [1, 11]
+    assert summary["itpo"]["skipped_updates"] == 0

@@ -1,0 +1,108 @@
+"""The DDPM world model f_θ(s, a, ε) and the reward / termination model."""
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from train_dynamics import DiffusionDynamics, cosine_alpha_bar, load_dynamics, one_step_rmse
+from train_reward import load_reward
+
+
+def tiny_model(K=4, seed=0):
+    torch.manual_seed(seed)
+    model = DiffusionDynamics(3, 2, diffusion_steps=K, hidden_dim=16, num_layers=2).double()
+    model.normalizer.delta_std.fill_(0.5)
+    model.normalizer.delta_mean.fill_(0.1)
+    return model
+
+
+def test_cosine_schedule():
+    ab = cosine_alpha_bar(10)
+    assert ab[0] == 1 and torch.all(ab[1:] < ab[:-1]) and ab[-1] < 1e-2
+    m = DiffusionDynamics(3, 2, diffusion_steps=10)
+    assert m.sigma[0] == 0 and torch.all(m.sigma[1:] > 0) and m.noise_shape == (10, 3)  # k = 1 adds no noise
+
+
+def test_sampler_deterministic_for_fixed_noise_and_batches_over_leading_dims():
+    model = tiny_model()
+    s, a = torch.randn(2, 5, 3, dtype=torch.float64), torch.rand(2, 5, 2, dtype=torch.float64)
+    eps = torch.randn(2, 5, *model.noise_shape, dtype=torch.float64)
+    out = model.f(s, a, eps)
+    assert out.shape == (2, 5, 3)
+    torch.testing.assert_close(out, model.f(s, a, eps), rtol=0, atol=0)
+    flat = model.f(s.reshape(10, 3), a.reshape(10, 2), eps.reshape(10, *model.noise_shape))
+    torch.testing.assert_close(out.reshape(10, 3), flat)
+    assert not torch.allclose(out, model.f(s, a, torch.randn_like(eps)))
+
+
+def test_sampler_gradient_matches_central_differences():
+    """float64, step 1e-6, tolerance 1e-6 (relative+absolute)."""
+    model = tiny_model()
+    s, a = torch.randn(3, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    eps = torch.randn(*model.noise_shape, dtype=torch.float64)
+    jac_s, jac_a = jacobian(lambda s_, a_: model.f(s_, a_, eps), (s, a))
+    h = 1e-6
+    for x, jac, which in ((s, jac_s, 0), (a, jac_a, 1)):
+        for i in range(len(x)):
+            d = torch.zeros_like(x)
+            d[i] = h
+            args_p, args_m = [s, a], [s, a]
+            args_p[which], args_m[which] = x + d, x - d
+            fd = (model.f(*args_p, eps) - model.f(*args_m, eps)) / (2 * h)
+            torch.testing.assert_close(jac[:, i], fd, rtol=1e-6, atol=1e-6)
+
+
+def test_theorem_4_1_recursion_equals_autograd():
+    """A_{k−1} = ∂h_k/∂u A_k + ∂h_k/∂a, B_{k−1} = ∂h_k/∂u B_k + ∂h_k/∂s, A_K = B_K = 0;
+    then ∇_a f = σ_Δ A_0 and ∇_s f = I + σ_Δ B_0 (our f adds the delta back to s)."""
+    model = tiny_model(K=5)
+    s, a = torch.randn(3, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    eps = torch.randn(*model.noise_shape, dtype=torch.float64)
+    A, B = torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64)
+    u = eps[0]
+    for i, k in enumerate(range(model.K, 0, -1)):
+        z = eps[i + 1] if k > 1 else None
+        h = lambda u_, s_, a_: model.reverse_step(u_, k, s_, a_, z)  # noqa: E731
+        dh_du, dh_ds, dh_da = jacobian(h, (u, s, a))
+        A, B = dh_du @ A + dh_da, dh_du @ B + dh_ds
+        u = h(u, s, a)
+    jac_s, jac_a = jacobian(lambda s_, a_: model.f(s_, a_, eps), (s, a))
+    D = torch.diag(model.normalizer.delta_std)
+    torch.testing.assert_close(jac_a, D @ A)
+    torch.testing.assert_close(jac_s, torch.eye(3, dtype=torch.float64) + D @ B)
+
+
+def test_trained_tiny_models(pipeline):
+    env_id = pipeline["env_id"]
+    model = load_dynamics(pipeline["ckpt"]["dynamics"], env_id)
+    s, a = torch.randn(4, 6, 11), torch.rand(4, 6, 3) * 2 - 1
+    out = model.f(s, a, torch.randn(4, 6, *model.noise_shape))
+    assert out.shape == (4, 6, 11) and torch.isfinite(out).all()
+    ckpt = torch.load(pipeline["ckpt"]["dynamics"], weights_only=True)
+    assert ckpt["metrics"]["one_step_rmse"] > 0 and "delta_std" in str(ckpt["model"].keys())
+    reward = load_reward(pipeline["ckpt"]["reward"], env_id)
+    r, done_logit = reward(s, a)
+    assert r.shape == (4, 6) and done_logit is not None  # hopper data has terminals: head is on
+    p = torch.sigmoid(done_logit)
+    assert torch.all((p >= 0) & (p <= 1))
+    assert "termination_accuracy" in torch.load(pipeline["ckpt"]["reward"], weights_only=True)["metrics"]
+
+
+def test_one_step_rmse_is_zero_for_a_perfect_model():
+    class Perfect:
+        noise_shape = (1, 2)
+
+        def f(self, s, a, eps):
+            return s + a
+
+    s, a = torch.randn(10, 2), torch.randn(10, 2)
+    assert one_step_rmse(Perfect(), {"observations": s, "actions": a, "next_observations": s + a}) == 0.0
+
+
+def test_checkpoint_from_another_dataset_is_refused(pipeline):
+    with pytest.raises(SystemExit) as err:
+        load_dynamics(pipeline["ckpt"]["dynamics"], "walker2d-medium")
+    assert "hopper-medium-replay" in str(err.value) and "train_dynamics.py --env-id walker2d-medium" in str(err.value)
+    with pytest.raises(SystemExit) as err:
+        load_reward("nowhere.pt", "hopper-medium")
+    assert "python train_reward.py --env-id hopper-medium" in str(err.value)
