@@ -1,6 +1,8 @@
 """The one-step MeanFlow world model."""
 
 import math
+import os
+import sys
 
 import torch
 from torch.autograd.functional import jacobian
@@ -79,3 +81,15 @@ def test_loss_trains_and_itpo_uses_meanflow(pipeline):
     summary = itpo_eval.main(args)
     assert summary["settings"]["noise_shape"] == [1, 11]
     assert summary["itpo"]["skipped_updates"] == 0
+
+
+def test_speed_benchmark_runs(pipeline, capsys):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import world_model_speed
+
+    c = pipeline["ckpt"]
+    world_model_speed.main(world_model_speed.Args(
+        env_id=pipeline["env_id"], particles=4, episodes=2, repeats=2, device="cpu", rebrac_checkpoint=c["rebrac"],
+        dynamics_checkpoint=c["dynamics"], meanflow_checkpoint=c["meanflow"], reward_checkpoint=c["reward"]))
+    out = capsys.readouterr().out
+    assert "ms per inner step" in out and "DDPM / MeanFlow" in out
