@@ -138,10 +138,11 @@ def imagine_rollout(policy, params, critic, world, reward, s0: torch.Tensor, eps
     return (ret + gamma**horizon * alive * q).mean(-1)
 
 
-def inner_step(policy, params, critic, world, reward, s0, eps, gamma):
-    """Ĵ [N] and ∇_ψ Ĵ (one gradient per episode: the episodes' objectives are independent)."""
+def inner_step(policy, params, critic, world, reward, s0, eps, gamma, rollout=imagine_rollout):
+    """Ĵ [N] and ∇_ψ Ĵ (one gradient per episode: the episodes' objectives are independent).
+    `rollout` may be a torch.compile'd imagine_rollout; autograd then runs its compiled backward."""
     params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    objective = imagine_rollout(policy, params, critic, world, reward, s0, eps, gamma)
+    objective = rollout(policy, params, critic, world, reward, s0, eps, gamma)
     grads = torch.autograd.grad(objective.sum(), list(params.values()))
     return objective.detach(), dict(zip(params, grads))
 
@@ -164,7 +165,7 @@ class ITPOAgent:
         self.adam_t = torch.zeros(n, device=args.device)
         self.generator = torch.Generator(device=args.device).manual_seed(args.seed)
         self.skipped = 0      # inner steps whose imagined return or gradient was NaN/inf: ψ kept
-        self.step_fn = torch.compile(inner_step) if args.compile else inner_step
+        self.rollout = torch.compile(imagine_rollout) if args.compile else imagine_rollout
         self.stats: dict[str, float] = {}
 
     def reset_params(self, idx: torch.Tensor) -> None:
@@ -204,8 +205,8 @@ class ITPOAgent:
             noise_shape = (len(idx), a.particles, a.horizon, *self.world.noise_shape)
             eps = torch.randn(noise_shape, generator=self.generator, device=dev)   # fixed over the E steps
             for e in range(a.inner_steps):
-                objective, grads = self.step_fn(self.policy, params, self.critic, self.world, self.reward,
-                                                s0, eps, self.gamma)
+                objective, grads = inner_step(self.policy, params, self.critic, self.world, self.reward,
+                                              s0, eps, self.gamma, self.rollout)
                 grad_sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())
                 ok = torch.isfinite(objective) & torch.isfinite(grad_sq)
                 self.skipped += int((~ok).sum())

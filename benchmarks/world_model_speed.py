@@ -41,7 +41,7 @@ def time_agent(args: itpo_eval.Args, obs: np.ndarray) -> tuple[float, float]:
     sync()
     t0 = time.perf_counter()
     for _ in range(args.repeats):
-        itpo_eval.inner_step(policy, agent.params, critic, world, reward, s0, eps, rebrac_args["gamma"])
+        itpo_eval.inner_step(policy, agent.params, critic, world, reward, s0, eps, rebrac_args["gamma"], agent.rollout)
     sync()
     inner = (time.perf_counter() - t0) / args.repeats
     t0 = time.perf_counter()
