@@ -184,13 +184,15 @@ class ITPOAgent:
         self.adam_t[idx] = t
         out = {}
         for k, p in params.items():
-            g = torch.where(per_episode(ok, p), grads[k], torch.zeros_like(grads[k]))
-            m1 = 0.9 * self.adam[k][0][idx] + 0.1 * g
-            m2 = 0.999 * self.adam[k][1][idx] + 0.001 * g * g
+            keep = per_episode(ok, p)  # a skipped step leaves ψ and its moments as they were
+            g = torch.where(keep, grads[k], torch.zeros_like(grads[k]))
+            m1_old, m2_old = self.adam[k][0][idx], self.adam[k][1][idx]
+            m1 = torch.where(keep, 0.9 * m1_old + 0.1 * g, m1_old)
+            m2 = torch.where(keep, 0.999 * m2_old + 0.001 * g * g, m2_old)
             self.adam[k][0][idx], self.adam[k][1][idx] = m1, m2
             tt = per_episode(t.clamp(min=1), p)
             update = a.step_size * (m1 / (1 - 0.9**tt)) / ((m2 / (1 - 0.999**tt)).sqrt() + 1e-8)
-            out[k] = torch.where(per_episode(ok, p), p + update, p)
+            out[k] = torch.where(keep, p + update, p)
         return out
 
     def __call__(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:

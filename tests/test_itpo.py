@@ -164,3 +164,20 @@ def test_checkpoint_of_another_dataset_is_refused(pipeline):
     with pytest.raises(SystemExit) as err:
         itpo_eval.load_models(small_args(pipeline, rebrac_checkpoint="missing.pt"))
     assert "python rebrac.py --env-id hopper-medium-replay" in str(err.value)
+
+
+def test_adam_skipped_episode_keeps_its_moments(pipeline):
+    args = small_args(pipeline, optimizer="adam", step_size=1e-3)
+    actor, critic, world, reward, _ = itpo_eval.load_models(args)
+    agent = itpo_eval.ITPOAgent(actor, critic, world, reward, args, gamma=0.99)
+    obs = np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32)
+    agent(obs, np.array([True, True]))
+    moments = {k: (m1.clone(), m2.clone()) for k, (m1, m2) in agent.adam.items()}
+    params = {k: v.clone() for k, v in agent.params.items()}
+    with torch.no_grad():
+        reward.net[-1].bias[0] = float("nan")
+    agent(obs, np.array([True, True]))
+    assert agent.skipped == 2
+    for k in params:
+        assert torch.equal(agent.params[k], params[k])
+        assert torch.equal(agent.adam[k][0], moments[k][0]) and torch.equal(agent.adam[k][1], moments[k][1])
