@@ -56,6 +56,8 @@ class Args:
     """adaptive loss weight 1 / (loss + c)^p"""
     adaptive_c: float = 1e-3
     """c of the adaptive loss weight"""
+    ema_decay: float = 0.999
+    """the sampler uses an exponential moving average of the weights, as MeanFlow does"""
     hidden_dim: int = 256
     """width of the hidden layers"""
     num_layers: int = 3
@@ -167,7 +169,7 @@ def main(args: Args) -> dict:
     model.to(args.device)
     return fit(model, lambda m, b: meanflow_loss(m, b, args),
                lambda m, h: {"one_step_rmse": one_step_rmse(m, h, args.seed)}, args, "meanflow", train, held_out,
-               meta={"tilt_temperature": args.tilt_temperature})
+               meta={"tilt_temperature": args.tilt_temperature}, ema_decay=args.ema_decay)
 
 
 if __name__ == "__main__":

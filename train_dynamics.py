@@ -194,17 +194,25 @@ def one_step_rmse(model, held_out: dict[str, torch.Tensor], seed: int = 0) -> fl
 
 
 def fit(model: nn.Module, loss_fn, evaluate, args, what: str, train: dict, held_out: dict,
-        meta: dict | None = None) -> dict:
+        meta: dict | None = None, ema_decay: float | None = None) -> dict:
     """Train `model` on minibatches of `train` with `loss_fn(model, batch)`; every `args.eval_every`
     steps log the dict `evaluate(model, held_out)`; checkpoint atomically with the model's config and
-    `meta`; honour --resume."""
+    `meta`; honour --resume. With `ema_decay`, an exponential moving average of the weights is what
+    is evaluated and saved as "model" (the raw weights are kept for resuming)."""
     device = args.device
     n = len(train["rewards"])
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    ema = None
+    if ema_decay is not None:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     start = 0
     if args.resume and os.path.exists(args.checkpoint):
         ckpt = load_checkpoint(args.checkpoint, args.env_id, what, "")
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt.get("raw_model", ckpt["model"]))
+        if ema is not None:
+            ema.module.load_state_dict(ckpt["model"])
+            ema.n_averaged.fill_(ckpt["step"])
         opt.load_state_dict(ckpt["opt"])
         torch.set_rng_state(ckpt["rng_state"])
         start = ckpt["step"]
@@ -215,7 +223,8 @@ def fit(model: nn.Module, loss_fn, evaluate, args, what: str, train: dict, held_
     metrics, t0 = {}, time.time()
 
     def save(step: int):
-        atomic_torch_save({"model": model.state_dict(), "config": model.config, "opt": opt.state_dict(),
+        weights = {"model": ema.module.state_dict(), "raw_model": model.state_dict()} if ema else {"model": model.state_dict()}
+        atomic_torch_save({**weights, "config": model.config, "opt": opt.state_dict(),
                            "step": step, "env_id": args.env_id, "args": plain_args, "metrics": metrics,
                            "rng_state": torch.get_rng_state(), **(meta or {})}, args.checkpoint)
 
@@ -226,11 +235,13 @@ def fit(model: nn.Module, loss_fn, evaluate, args, what: str, train: dict, held_
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update_parameters(model)
         if (step + 1) % 500 == 0:
             writer.add_scalar(f"{what}/loss", loss.item(), step + 1)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.total_steps:
             model.eval()
-            metrics = evaluate(model, held_out)
+            metrics = evaluate(ema.module if ema is not None else model, held_out)
             model.train()
             for k, v in metrics.items():
                 writer.add_scalar(f"{what}/{k}", v, step + 1)

@@ -106,3 +106,23 @@ def test_checkpoint_from_another_dataset_is_refused(pipeline):
     with pytest.raises(SystemExit) as err:
         load_reward("nowhere.pt", "hopper-medium")
     assert "python train_reward.py --env-id hopper-medium" in str(err.value)
+
+
+def test_dynamics_and_meanflow_resume_at_the_saved_step(pipeline, capsys):
+    import shutil
+
+    import meanflow_onestep
+    import train_dynamics
+
+    for module, key, kwargs in ((train_dynamics, "dynamics", dict(diffusion_steps=3)), (meanflow_onestep, "meanflow", {})):
+        path = str(pipeline["work"] / f"resume_{key}.pt")
+        shutil.copy(pipeline["ckpt"][key], path)
+        before = torch.load(path, weights_only=True)
+        module.main(module.Args(env_id=pipeline["env_id"], hidden_dim=32, num_layers=2, total_steps=before["step"] + 20,
+                                eval_every=10, holdout=20, device="cpu", checkpoint=path, resume=True, **kwargs))
+        assert f"resuming {path} at step {before['step']}" in capsys.readouterr().out
+        after = torch.load(path, weights_only=True)
+        assert after["step"] == before["step"] + 20
+        if key == "meanflow":  # the EMA is saved for sampling, the raw weights for resuming
+            assert set(after) >= {"model", "raw_model"}
+            assert not torch.equal(after["model"]["net.0.weight"], after["raw_model"]["net.0.weight"])
