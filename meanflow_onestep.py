@@ -56,6 +56,9 @@ class Args:
     """adaptive loss weight 1 / (loss + c)^p"""
     adaptive_c: float = 1e-3
     """c of the adaptive loss weight"""
+    time_scale: float = 1.0
+    """t and t − r are embedded as sin/cos of time_scale·t at frequencies 1 … 1/1000 (a smooth
+    embedding: at 8k steps on hopper-medium-replay, scale 1 gave one-step RMSE 0.256, 20 gave 0.280, 1000 gave 0.276)"""
     ema_decay: float = 0.999
     """the sampler uses an exponential moving average of the weights, as MeanFlow does"""
     hidden_dim: int = 256
@@ -83,12 +86,15 @@ class Args:
 class MeanFlowDynamics(nn.Module):
     """u_θ(z, r, t | s, a), the average velocity; `f(s, a, eps)` samples s′ in one evaluation."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_layers: int = 3):
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_layers: int = 3,
+                 time_scale: float = 1.0):
         super().__init__()
-        self.config = dict(obs_dim=obs_dim, act_dim=act_dim, hidden_dim=hidden_dim, num_layers=num_layers)
-        self.obs_dim = obs_dim
+        self.config = dict(obs_dim=obs_dim, act_dim=act_dim, hidden_dim=hidden_dim, num_layers=num_layers,
+                           time_scale=time_scale)
+        self.obs_dim, self.time_scale = obs_dim, time_scale
         self.normalizer = Normalizer(obs_dim)
-        # time is embedded as (t, t − r), scaled so that [0, 1] spans the embedding's frequencies
+        # time is embedded as (t, t − r); ∂u/∂t enters the training target through the JVP, so the
+        # embedding's fastest frequency (time_scale rad per unit of t) sets how rough that target is
         self.net = mlp(2 * obs_dim + act_dim + 64, obs_dim, hidden_dim, num_layers)
 
     @property
@@ -97,7 +103,7 @@ class MeanFlowDynamics(nn.Module):
 
     def u(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """z [..., d], r and t [...] in [0, 1], s [..., d] raw, a [..., m] -> u [..., d]."""
-        emb = torch.cat([time_embedding(1000 * t), time_embedding(1000 * (t - r))], dim=-1)
+        emb = torch.cat([time_embedding(self.time_scale * t), time_embedding(self.time_scale * (t - r))], dim=-1)
         return self.net(torch.cat([z, self.normalizer.obs(s), a, emb], dim=-1))
 
     def f(self, s: torch.Tensor, a: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -164,7 +170,8 @@ def main(args: Args) -> dict:
     train["tilt"] = tilt_weights(actor, train["observations"], train["actions"], args.tilt_temperature)
     print(f"[meanflow] tilt τ={args.tilt_temperature}: effective sample size "
           f"{train['tilt'].sum() ** 2 / (train['tilt'] ** 2).sum() / len(train['tilt']):.1%} of the data")
-    model = MeanFlowDynamics(train["observations"].shape[1], train["actions"].shape[1], args.hidden_dim, args.num_layers)
+    model = MeanFlowDynamics(train["observations"].shape[1], train["actions"].shape[1], args.hidden_dim, args.num_layers,
+                             args.time_scale)
     model.normalizer.fit(train["observations"].cpu().numpy(), train["next_observations"].cpu().numpy())
     model.to(args.device)
     return fit(model, lambda m, b: meanflow_loss(m, b, args),
