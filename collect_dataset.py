@@ -377,43 +377,41 @@ class Args:
     """device for SAC"""
 
 
-class SnapshotCallback:
-    """SB3 callback factory: every `every` steps save the policy, evaluate it, save the resume state."""
+def snapshot_callback(args: Args, work: str, progress: dict, writer):
+    """An SB3 callback: every `snapshot_every` steps save the policy, evaluate it, save the resume state."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from tqdm import tqdm
 
-    def __new__(cls, args: Args, work: str, progress: dict, writer):
-        from stable_baselines3.common.callbacks import BaseCallback
-        from tqdm import tqdm
+    class _Snapshot(BaseCallback):
+        def _on_training_start(self):
+            self.bar = tqdm(total=args.total_timesteps, initial=self.num_timesteps, desc="SAC", mininterval=2)
 
-        class _Snapshot(BaseCallback):
-            def _on_training_start(self):
-                self.bar = tqdm(total=args.total_timesteps, initial=self.num_timesteps, desc="SAC", mininterval=2)
+        def _on_step(self) -> bool:
+            self.bar.update(1)
+            return True
 
-            def _on_step(self) -> bool:
-                self.bar.update(1)
-                return True
+        def _on_rollout_end(self) -> None:
+            # After the step's transition is stored (train_freq=1), so the saved buffer is whole.
+            if self.num_timesteps % args.snapshot_every == 0:
+                step = self.num_timesteps
+                path = os.path.join(work, f"sac_step{step}.zip")
+                self.model.save(path + ".tmp.zip")
+                os.replace(path + ".tmp.zip", path)
+                ret = evaluate_sb3(self.model, args, step)
+                progress["snapshots"].append({"step": step, "return": ret, "path": path})
+                writer.add_scalar("collect/eval_return", ret, step)
+                self.bar.write(f"[collect] step {step}: eval return {ret:.1f}")
+                self.model.save_replay_buffer(os.path.join(work, "replay_buffer.tmp.pkl"))
+                os.replace(os.path.join(work, "replay_buffer.tmp.pkl"), os.path.join(work, "replay_buffer.pkl"))
+                self.model.save(os.path.join(work, "sac_latest.tmp.zip"))
+                os.replace(os.path.join(work, "sac_latest.tmp.zip"), os.path.join(work, "sac_latest.zip"))
+                progress["step"] = step
+                _write_json(os.path.join(work, "progress.json"), progress)
 
-            def _on_rollout_end(self) -> None:
-                # After the step's transition is stored (train_freq=1), so the saved buffer is whole.
-                if self.num_timesteps % args.snapshot_every == 0:
-                    step = self.num_timesteps
-                    path = os.path.join(work, f"sac_step{step}.zip")
-                    self.model.save(path + ".tmp.zip")
-                    os.replace(path + ".tmp.zip", path)
-                    ret = evaluate_sb3(self.model, args, step)
-                    progress["snapshots"].append({"step": step, "return": ret, "path": path})
-                    writer.add_scalar("collect/eval_return", ret, step)
-                    self.bar.write(f"[collect] step {step}: eval return {ret:.1f}")
-                    self.model.save_replay_buffer(os.path.join(work, "replay_buffer.tmp.pkl"))
-                    os.replace(os.path.join(work, "replay_buffer.tmp.pkl"), os.path.join(work, "replay_buffer.pkl"))
-                    self.model.save(os.path.join(work, "sac_latest.tmp.zip"))
-                    os.replace(os.path.join(work, "sac_latest.tmp.zip"), os.path.join(work, "sac_latest.zip"))
-                    progress["step"] = step
-                    _write_json(os.path.join(work, "progress.json"), progress)
+        def _on_training_end(self):
+            self.bar.close()
 
-            def _on_training_end(self):
-                self.bar.close()
-
-        return _Snapshot()
+    return _Snapshot()
 
 
 def evaluate_sb3(model, args: Args, step: int) -> float:
@@ -486,7 +484,7 @@ def main(args: Args) -> None:
                     seed=args.seed, device=args.device, verbose=0)
     if progress["step"] < args.total_timesteps:
         model.learn(args.total_timesteps - progress["step"], reset_num_timesteps=False,
-                    callback=SnapshotCallback(args, work, progress, writer))
+                    callback=snapshot_callback(args, work, progress, writer))
     progress["sac_seconds"] = progress.get("sac_seconds", 0.0) + time.time() - t0
 
     # 2. Pick the snapshots: final, and "medium" = eval return nearest one third of the final's.
