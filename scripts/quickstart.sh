@@ -12,4 +12,4 @@ python collect_dataset.py --env hopper --total-timesteps 20000 --snapshot-every 
 python rebrac.py --env-id $ENV_ID --total-updates 10000 --batch-size 256 --eval-every 5000 --eval-episodes 5
 python train_dynamics.py --env-id $ENV_ID --total-steps 10000 --eval-every 5000
 python train_reward.py --env-id $ENV_ID --total-steps 5000 --eval-every 5000
-python itpo_eval.py --env-id $ENV_ID --particles 32 --episodes 5 --step-size 5e-4 --max-episode-steps 200
+python itpo_eval.py --env-id $ENV_ID --particles 32 --episodes 5 --max-episode-steps 200
