@@ -30,8 +30,8 @@ import tyro
 from torch.func import functional_call, vmap
 from torch.utils.tensorboard import SummaryWriter
 
-from collect_dataset import load_checkpoint, make_env, normalized_score, parse_env_id, seed_everything
-from rebrac import Actor, Critic, run_episodes
+from collect_dataset import make_env, normalized_score, parse_env_id, seed_everything
+from rebrac import load_rebrac, run_episodes
 from train_dynamics import load_dynamics
 from train_reward import load_reward
 
@@ -87,12 +87,7 @@ def load_models(args: Args):
     """(actor, critic, world model, reward model, rebrac args) for args.env_id, on args.device."""
     ckpt_dir = f"checkpoints/{args.env_id}"
     path = args.rebrac_checkpoint or f"{ckpt_dir}/rebrac_seed{args.seed}.pt"
-    rebrac = load_checkpoint(path, args.env_id, "ReBRAC", f"python rebrac.py --env-id {args.env_id} --seed {args.seed}")
-    hidden = rebrac["args"]["hidden_dim"]
-    actor = Actor(rebrac["obs_dim"], rebrac["act_dim"], hidden)
-    actor.load_state_dict(rebrac["actor"])
-    critic = Critic(rebrac["obs_dim"], rebrac["act_dim"], hidden)
-    critic.load_state_dict(rebrac["critic"])
+    actor, critic, rebrac = load_rebrac(path, args.env_id, args.seed)
     if args.world_model == "ddpm":
         world = load_dynamics(args.dynamics_checkpoint or f"{ckpt_dir}/dynamics_seed{args.seed}.pt", args.env_id)
     elif args.world_model == "meanflow":

@@ -30,7 +30,7 @@ import tyro
 from torch.func import jvp
 
 from collect_dataset import load_checkpoint
-from rebrac import Actor
+from rebrac import load_rebrac
 from train_dynamics import Normalizer, fit, mlp, one_step_rmse, prepare, time_embedding
 
 
@@ -163,10 +163,7 @@ def main(args: Args) -> dict:
     actor = None
     if not math.isinf(args.tilt_temperature):
         path = args.rebrac_checkpoint or f"checkpoints/{args.env_id}/rebrac_seed{args.seed}.pt"
-        rebrac = load_checkpoint(path, args.env_id, "ReBRAC", f"python rebrac.py --env-id {args.env_id}")
-        actor = Actor(rebrac["obs_dim"], rebrac["act_dim"], rebrac["args"]["hidden_dim"])
-        actor.load_state_dict(rebrac["actor"])
-        actor.to(args.device).eval()
+        actor = load_rebrac(path, args.env_id, args.seed)[0].to(args.device).eval()
     train["tilt"] = tilt_weights(actor, train["observations"], train["actions"], args.tilt_temperature)
     print(f"[meanflow] tilt τ={args.tilt_temperature}: effective sample size "
           f"{train['tilt'].sum() ** 2 / (train['tilt'] ** 2).sum() / len(train['tilt']):.1%} of the data")

@@ -23,7 +23,7 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from collect_dataset import atomic_torch_save, episode_outcome, load_dataset, parse_env_id, seed_everything
+from collect_dataset import atomic_torch_save, episode_outcome, load_checkpoint, load_dataset, parse_env_id, seed_everything
 
 # (β_a, β_c) per dataset, from CORL's ReBRAC configs (DESIGN.md, "ReBRAC").
 REBRAC_BETAS = {
@@ -187,6 +187,16 @@ class Critic(nn.Module):
         return self.out(x).squeeze(-1)
 
 
+def load_rebrac(path: str, env_id: str, seed: int = 0) -> tuple[Actor, Critic, dict]:
+    """The pretrained (π_ψ, Q_φ) and the checkpoint dict (refuses one made for another dataset)."""
+    ckpt = load_checkpoint(path, env_id, "ReBRAC", f"python rebrac.py --env-id {env_id} --seed {seed}")
+    hidden = ckpt["args"]["hidden_dim"]
+    actor, critic = Actor(ckpt["obs_dim"], ckpt["act_dim"], hidden), Critic(ckpt["obs_dim"], ckpt["act_dim"], hidden)
+    actor.load_state_dict(ckpt["actor"])
+    critic.load_state_dict(ckpt["critic"])
+    return actor, critic, ckpt
+
+
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
@@ -294,9 +304,7 @@ def train(args: Args) -> dict:
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
     start = 0
     if args.resume and os.path.exists(args.checkpoint):
-        ckpt = torch.load(args.checkpoint, map_location=args.device, weights_only=True)
-        if ckpt["env_id"] != args.env_id:
-            raise SystemExit(f"error: {args.checkpoint} belongs to {ckpt['env_id']}, not {args.env_id}")
+        ckpt = load_checkpoint(args.checkpoint, args.env_id, "ReBRAC", f"python rebrac.py --env-id {args.env_id}")
         for module, key in ((actor, "actor"), (critic, "critic"), (actor_target, "actor_target"),
                             (critic_target_net, "critic_target"), (actor_opt, "actor_opt"), (critic_opt, "critic_opt")):
             module.load_state_dict(ckpt[key])

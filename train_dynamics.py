@@ -208,7 +208,7 @@ def fit(model: nn.Module, loss_fn, evaluate, args, what: str, train: dict, held_
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     start = 0
     if args.resume and os.path.exists(args.checkpoint):
-        ckpt = load_checkpoint(args.checkpoint, args.env_id, what, "")
+        ckpt = load_checkpoint(args.checkpoint, args.env_id, what, f"the same command without --resume (env-id {args.env_id})")
         model.load_state_dict(ckpt.get("raw_model", ckpt["model"]))
         if ema is not None:
             ema.module.load_state_dict(ckpt["model"])
