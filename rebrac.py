@@ -302,14 +302,14 @@ def train(args: Args) -> dict:
     actor_target, critic_target_net = copy.deepcopy(actor), copy.deepcopy(critic)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
-    start = 0
+    start, history = 0, []  # history: the evaluation curve, [{"step", "score"}], kept in the checkpoint
     if args.resume and os.path.exists(args.checkpoint):
         ckpt = load_checkpoint(args.checkpoint, args.env_id, "ReBRAC", f"python rebrac.py --env-id {args.env_id}")
         for module, key in ((actor, "actor"), (critic, "critic"), (actor_target, "actor_target"),
                             (critic_target_net, "critic_target"), (actor_opt, "actor_opt"), (critic_opt, "critic_opt")):
             module.load_state_dict(ckpt[key])
         torch.set_rng_state(ckpt["rng_state"])
-        start = ckpt["step"]
+        start, history = ckpt["step"], ckpt.get("history", [])
         print(f"[rebrac] resuming {args.checkpoint} at update {start}")
 
     def update(batch, update_actor: bool):
@@ -346,6 +346,7 @@ def train(args: Args) -> dict:
             "critic_target": critic_target_net.state_dict(), "actor_opt": actor_opt.state_dict(),
             "critic_opt": critic_opt.state_dict(), "step": step, "args": asdict(args), "env_id": args.env_id,
             "obs_dim": obs_dim, "act_dim": act_dim, "rng_state": torch.get_rng_state(), "score": last_score,
+            "history": history,
         }, args.checkpoint)
 
     t0, t_log = time.time(), time.time()
@@ -370,6 +371,7 @@ def train(args: Args) -> dict:
             actor.train()
             scores = score(result["outcomes"])
             last_score = float(np.mean(scores))
+            history.append({"step": step + 1, "score": last_score, "std": float(np.std(scores))})
             writer.add_scalar("eval/normalized_score", last_score, step + 1)
             writer.add_scalar("eval/return", float(np.mean(result["returns"])), step + 1)
             bar.write(f"[rebrac] update {step + 1}: normalised score {last_score:.1f} ± {np.std(scores):.1f}")

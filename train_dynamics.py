@@ -206,7 +206,7 @@ def fit(model: nn.Module, loss_fn, evaluate, args, what: str, train: dict, held_
     if ema_decay is not None:
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-    start = 0
+    start, history = 0, []  # history: the held-out metrics at each evaluation, kept in the checkpoint
     if args.resume and os.path.exists(args.checkpoint):
         ckpt = load_checkpoint(args.checkpoint, args.env_id, what, f"the same command without --resume (env-id {args.env_id})")
         model.load_state_dict(ckpt.get("raw_model", ckpt["model"]))
@@ -215,7 +215,7 @@ def fit(model: nn.Module, loss_fn, evaluate, args, what: str, train: dict, held_
             ema.n_averaged.fill_(ckpt["step"])
         opt.load_state_dict(ckpt["opt"])
         torch.set_rng_state(ckpt["rng_state"])
-        start = ckpt["step"]
+        start, history = ckpt["step"], ckpt.get("history", [])
         print(f"[{what}] resuming {args.checkpoint} at step {start}")
     plain_args = asdict(args)
     writer = SummaryWriter(f"runs/{what}_{args.env_id}_seed{args.seed}_{int(time.time())}")
@@ -225,7 +225,7 @@ def fit(model: nn.Module, loss_fn, evaluate, args, what: str, train: dict, held_
     def save(step: int):
         weights = {"model": ema.module.state_dict(), "raw_model": model.state_dict()} if ema else {"model": model.state_dict()}
         atomic_torch_save({**weights, "config": model.config, "opt": opt.state_dict(),
-                           "step": step, "env_id": args.env_id, "args": plain_args, "metrics": metrics,
+                           "step": step, "env_id": args.env_id, "args": plain_args, "metrics": metrics, "history": history,
                            "rng_state": torch.get_rng_state(), **(meta or {})}, args.checkpoint)
 
     bar = tqdm(range(start, args.total_steps), initial=start, total=args.total_steps, desc=what, mininterval=2)
@@ -243,6 +243,7 @@ def fit(model: nn.Module, loss_fn, evaluate, args, what: str, train: dict, held_
             model.eval()
             metrics = evaluate(ema.module if ema is not None else model, held_out)
             model.train()
+            history.append({"step": step + 1, **metrics})
             for k, v in metrics.items():
                 writer.add_scalar(f"{what}/{k}", v, step + 1)
             bar.write(f"[{what}] step {step + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
