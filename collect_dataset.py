@@ -1,33 +1,26 @@
-"""Datasets the D4RL way, and the one place that turns a D4RL name into arrays.
+"""Stage 0: make the D4RL datasets where none can be downloaded (nothing imports this file).
 
-Stage 0 of the pipeline. Two jobs:
+    python collect_dataset.py --env hopper
 
-1. `load_dataset(env_id, dataset_id)` — used by every later stage. Resolves a D4RL short name
-   (`hopper-medium-replay`, `antmaze-large-diverse`, ...) to a Minari dataset in this order:
-   an explicit `--dataset-id`, a local `local/<env>/<kind>-v0`, the published Minari dataset
-   (downloaded on first use), else an error naming the command below. Returns flat float32
-   arrays plus the matching evaluation env and normalised-score function.
-2. `python collect_dataset.py --env hopper` — makes the six D4RL MuJoCo datasets where none can be
-   downloaded: online SAC (stable-baselines3, the library Minari's own MuJoCo datasets were made
-   with) on the gymnasium `-v5` env, then
+Online SAC (stable-baselines3, the library Minari's own MuJoCo datasets were made with) on the
+gymnasium `-v5` env, then
      random        = uniform random actions
      medium        = rollouts of the snapshot whose evaluation return is nearest 1/3 of the final's
      expert        = rollouts of the final policy (stochastic actions, as D4RL)
      medium-replay = the replay buffer up to the medium snapshot
      full-replay   = the whole replay buffer
      medium-expert = medium ∪ expert
-   written as Minari datasets under `local/`, with D4RL's reference scores in their metadata and
-   the behaviour policy beside each dataset. Interrupted runs resume; a dataset is written into a
-   hidden staging folder and moved into place only when complete.
-   `--env antmaze-umaze` (or -medium, -large) writes a small uniform-random dataset in the AntMaze
-   env, so every AntMaze code path can be exercised; the D4RL planner recipe is not implemented.
+written as Minari datasets `local/<env>/<kind>-v0`, with D4RL's reference scores in their metadata and
+the behaviour policy beside each dataset. Interrupted runs resume; a dataset is written into a
+hidden staging folder and moved into place only when complete. `common.load_dataset` finds them.
+`--env antmaze-umaze` (or -medium, -large) writes a small uniform-random dataset in the AntMaze
+env, so every AntMaze code path can be exercised; the D4RL planner recipe is not implemented.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import sys
 import time
@@ -35,230 +28,21 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
-import torch
 import tyro
 
-# ---------------------------------------------------------------------------------------------
-# Names, environments, reference scores
-# ---------------------------------------------------------------------------------------------
-MUJOCO_ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
-MUJOCO_KINDS = ["random", "medium", "expert", "medium-expert", "medium-replay", "full-replay"]
-ANTMAZE_KINDS = ["umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse"]
-ENV_IDS = [f"{e}-{k}" for e in MUJOCO_ENVS for k in MUJOCO_KINDS] + [f"antmaze-{k}" for k in ANTMAZE_KINDS]
-
-# D4RL v2 reference returns (random policy, expert policy) for the normalised score.
-REF_SCORES = {
-    "halfcheetah": (-280.178953, 12135.0),
-    "hopper": (-20.272305, 3234.3),
-    "walker2d": (1.629008, 4592.3),
-    "antmaze": (0.0, 1.0),  # success rate
-}
-
-# AntMaze evaluation mazes as D4RL had them: fixed start (r) and goal (g) cells.
-_r, _g = "r", "g"
-ANTMAZE_MAPS = {
-    "umaze": [[1, 1, 1, 1, 1], [1, _r, 0, 0, 1], [1, 1, 1, 0, 1], [1, _g, 0, 0, 1], [1, 1, 1, 1, 1]],
-    "medium": [
-        [1, 1, 1, 1, 1, 1, 1, 1],
-        [1, _r, 0, 1, 1, 0, 0, 1],
-        [1, 0, 0, 1, 0, 0, 0, 1],
-        [1, 1, 0, 0, 0, 1, 1, 1],
-        [1, 0, 0, 1, 0, 0, 0, 1],
-        [1, 0, 1, 0, 0, 1, 0, 1],
-        [1, 0, 0, 0, 1, 0, _g, 1],
-        [1, 1, 1, 1, 1, 1, 1, 1],
-    ],
-    "large": [
-        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
-        [1, _r, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1],
-        [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1],
-        [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1],
-        [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1],
-        [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
-        [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1],
-        [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, _g, 1],
-        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
-    ],
-}
-
-
-def parse_env_id(env_id: str) -> tuple[str, str]:
-    """'hopper-medium-replay' -> ('hopper', 'medium-replay'); exits with the valid names if unknown."""
-    if env_id not in ENV_IDS:
-        sys.exit(f"error: unknown --env-id {env_id!r}. Valid names:\n  " + "\n  ".join(ENV_IDS))
-    env, kind = env_id.split("-", 1)
-    return env, kind
-
-
-def make_env(env_id: str, flatten: bool = True, **kwargs) -> gym.Env:
-    """The gymnasium env of a D4RL name (AntMaze: the D4RL evaluation maze, its dict observations
-    flattened unless flatten=False)."""
-    env, kind = parse_env_id(env_id)
-    if env in MUJOCO_ENVS:
-        return gym.make(MUJOCO_ENVS[env], **kwargs)
-    import gymnasium_robotics
-
-    gym.register_envs(gymnasium_robotics)
-    size = kind.split("-")[0]
-    maze_env = gym.make(
-        {"umaze": "AntMaze_UMaze-v5", "medium": "AntMaze_Medium-v5", "large": "AntMaze_Large-v5"}[size],
-        maze_map=ANTMAZE_MAPS[size],
-        continuing_task=True,
-        reset_target=False,
-        max_episode_steps=1000,
-        include_cfrc_ext_in_observation=False,  # 27-d ant observation, as D4RL's and Minari's datasets
-        **kwargs,
-    )
-    return gym.wrappers.FlattenObservation(maze_env) if flatten else maze_env
-
-
-def flatten_observations(observations, observation_space: gym.Space) -> np.ndarray:
-    """Batched version of `gym.spaces.flatten`: AntMaze dicts become one vector in the space's key
-    order (achieved_goal 2, desired_goal 2, observation 27), as `FlattenObservation` does."""
-    if isinstance(observation_space, gym.spaces.Dict):
-        return np.concatenate([np.asarray(observations[k]) for k in observation_space.spaces], axis=-1)
-    return np.asarray(observations)
-
-
-def normalized_score(env_id: str, episode_returns) -> np.ndarray:
-    """100 · (R − min) / (max − min) with D4RL's reference returns (AntMaze: R is 1 for a success)."""
-    lo, hi = REF_SCORES[parse_env_id(env_id)[0]]
-    return 100.0 * (np.asarray(episode_returns, dtype=np.float64) - lo) / (hi - lo)
-
-
-def episode_outcome(env_id: str, episode_return: float, success: bool) -> float:
-    """The quantity the normalised score is computed from: the return, or AntMaze's success (0/1)."""
-    return float(success) if env_id.startswith("antmaze") else float(episode_return)
-
-
-# ---------------------------------------------------------------------------------------------
-# Resolution and loading
-# ---------------------------------------------------------------------------------------------
-def local_dataset_id(env_id: str) -> str:
-    env, kind = parse_env_id(env_id)
-    return f"local/{env}/{kind}-v0"
-
-
-def published_dataset_ids(env_id: str) -> list[str]:
-    """Minari's published ids for a D4RL name ([] where Minari publishes none)."""
-    env, kind = parse_env_id(env_id)
-    if env == "antmaze":
-        return [f"D4RL/antmaze/{kind}-v1"]
-    if kind in ("medium", "expert"):
-        return [f"mujoco/{env}/{kind}-v0"]
-    if kind == "medium-expert":  # the union of the two published sets
-        return [f"mujoco/{env}/medium-v0", f"mujoco/{env}/expert-v0"]
-    return []
-
-
-def collect_command(env_id: str) -> str:
-    env, _ = parse_env_id(env_id)
-    return f"python collect_dataset.py --env {env if env != 'antmaze' else env_id}"
-
-
-def resolve_dataset(env_id: str, dataset_id: str | None = None) -> tuple[list[str], str]:
-    """The Minari ids to load for `env_id` and where they come from ('explicit', 'local', 'download')."""
-    import minari
-
-    parse_env_id(env_id)
-    if dataset_id:
-        return [dataset_id], "explicit"
-    local_id = local_dataset_id(env_id)
-    if local_id in minari.list_local_datasets():
-        return [local_id], "local"
-    remote = published_dataset_ids(env_id)
-    if remote:
-        return remote, "download"
-    sys.exit(
-        f"error: no dataset for {env_id}: {local_id} is not under MINARI_DATASETS_PATH="
-        f"{os.environ.get('MINARI_DATASETS_PATH', '~/.minari/datasets')} and Minari publishes none.\n"
-        f"Make it with:  {collect_command(env_id)}"
-    )
-
-
-def episodes_to_arrays(episodes, observation_space: gym.Space) -> dict[str, np.ndarray]:
-    """Minari episodes -> flat transition arrays. next_observations[i] is observations[i+1] of the
-    same episode; terminals (the MDP ended) and timeouts (the episode was cut) are kept apart."""
-    parts = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
-    for ep in episodes:
-        obs = flatten_observations(ep.observations, observation_space)
-        parts["observations"].append(obs[:-1])
-        parts["next_observations"].append(obs[1:])
-        parts["actions"].append(np.asarray(ep.actions))
-        parts["rewards"].append(np.asarray(ep.rewards))
-        parts["terminals"].append(np.asarray(ep.terminations))
-        parts["timeouts"].append(np.asarray(ep.truncations))
-    return {k: np.concatenate(v).astype(np.float32) for k, v in parts.items()}
-
-
-def load_dataset(env_id: str, dataset_id: str | None = None, verbose: bool = True):
-    """Arrays of one D4RL dataset, its evaluation env maker and normalised-score function.
-
-    Returns (data, make_eval_env, score) with data a dict of float32 arrays
-    observations [N, obs_dim], actions [N, act_dim], rewards [N], next_observations [N, obs_dim],
-    terminals [N], timeouts [N].
-    """
-    import minari
-
-    ids, source = resolve_dataset(env_id, dataset_id)
-    if verbose:
-        print(f"[data] {env_id} -> {' + '.join(ids)} ({source})")
-    datasets = [minari.load_dataset(i, download=(source == "download")) for i in ids]
-    data = {}
-    for ds in datasets:
-        part = episodes_to_arrays(ds.iterate_episodes(), ds.observation_space)
-        data = part if not data else {k: np.concatenate([data[k], part[k]]) for k in data}
-
-    env = make_env(env_id)
-    want = (env.observation_space.shape[0], env.action_space.shape[0])
-    got = (data["observations"].shape[1], data["actions"].shape[1])
-    env.close()
-    if want != got:
-        sys.exit(
-            f"error: dataset {' + '.join(ids)} has (obs_dim, act_dim) = {got} but the {env_id} env has {want}: "
-            f"this dataset belongs to another environment; pass the right --dataset-id."
-        )
-    if verbose:
-        print(f"[data] {len(data['rewards'])} transitions, obs_dim {got[0]}, act_dim {got[1]}, "
-              f"{int(data['terminals'].sum())} terminals, {int(data['timeouts'].sum())} timeouts")
-    return data, (lambda **kw: make_env(env_id, **kw)), (lambda returns: normalized_score(env_id, returns))
-
-
-# ---------------------------------------------------------------------------------------------
-# Small shared utilities (every stage imports these from here)
-# ---------------------------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str, env_id: str, what: str, make_command: str) -> dict:
-    """Load a stage's checkpoint, refusing a missing one or one trained on another dataset."""
-    if not os.path.exists(path):
-        sys.exit(f"error: no {what} checkpoint at {path}. Make it with:\n  {make_command}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("env_id") != env_id:
-        sys.exit(f"error: {path} was trained on {ckpt.get('env_id')!r}, not {env_id!r}. "
-                 f"Point to the right file or make one with:\n  {make_command}")
-    return ckpt
-
+from common import (
+    ENV_IDS,
+    MUJOCO_ENVS,
+    REF_SCORES,
+    datasets_root,
+    make_env,
+    normalized_score,
+    seed_everything,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Writing datasets
 # ---------------------------------------------------------------------------------------------
-def datasets_root() -> str:
-    return os.environ.get("MINARI_DATASETS_PATH", os.path.join(os.path.expanduser("~"), ".minari", "datasets"))
-
-
 def write_minari_dataset(dataset_id: str, episodes: list[dict], env_spec, ref: tuple[float, float],
                          description: str, policy_file: str | None = None) -> None:
     """Create a Minari dataset atomically: built under a hidden staging root (ignored by

@@ -20,18 +20,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import tyro
-from torch.func import functional_call, vmap
+from torch.func import functional_call, grad, vmap
 from torch.utils.tensorboard import SummaryWriter
 
-from collect_dataset import make_env, normalized_score, parse_env_id, seed_everything
-from rebrac import load_rebrac, run_episodes
+from common import (
+    checkpoint_path,
+    make_env,
+    normalized_score,
+    parse_env_id,
+    require,
+    require_positive,
+    run_episodes,
+    seed_everything,
+)
+from rebrac import load_rebrac
 from train_dynamics import load_dynamics
 from train_reward import load_reward
 
@@ -49,17 +59,17 @@ class Args:
     inner_steps: int = 1
     """E, gradient steps on ψ per real state"""
     step_size: float = 5e-5
-    """α, the step size of the ascent on ψ (the paper's grid: 5e-7, 5e-6, 5e-5, 5e-4)"""
-    optimizer: str = "sgd"
-    """'sgd' (plain gradient ascent, the paper's) or 'adam'"""
+    """α, the step size of the ascent on ψ (the paper's grid: 5e-7, 5e-6, 5e-5, 5e-4); 0 = no adaptation"""
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    """plain gradient ascent (the paper's) or Adam"""
     gamma: float | None = None
     """discount of the imagined return (default: the ReBRAC checkpoint's γ)"""
     reset_every_step: bool = False
     """restart ψ from the pretrained weights at every real step"""
-    world_model: str = "ddpm"
-    """'ddpm' (train_dynamics.py) or 'meanflow' (meanflow_onestep.py, one network evaluation)"""
+    world_model: Literal["ddpm", "meanflow"] = "ddpm"
+    """the DDPM of train_dynamics.py, or the one-step MeanFlow of meanflow_onestep.py"""
     episodes: int = 10
-    """evaluation episodes, run in parallel"""
+    """N, evaluation episodes, run in parallel"""
     eval_seed: int = 1000
     """episode i uses env seed eval_seed + i (tune with other seeds than you report)"""
     max_episode_steps: int | None = None
@@ -75,9 +85,18 @@ class Args:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """torch device"""
     compile: bool = False
-    """torch.compile the inner step (worth it on CUDA)"""
+    """torch.compile the whole adaptation step, forward and backward (CUDA graphs on a GPU)"""
     run_name: str | None = None
     """name of the run folder under runs/ (default: itpo_<env-id>_seed<S>_<time>)"""
+
+    def __post_init__(self):
+        parse_env_id(self.env_id)
+        require_positive(self, "horizon", "particles", "inner_steps", "episodes", "max_episode_steps")
+        require(math.isfinite(self.step_size) and self.step_size >= 0,
+                f"--step-size must be a finite number ≥ 0, not {self.step_size}")
+        require(self.gamma is None or 0 < self.gamma <= 1, f"--gamma must be in (0, 1], not {self.gamma}")
+        require(not self.device.startswith("cuda") or torch.cuda.is_available(),
+                f"--device {self.device}: torch sees no CUDA device here; use --device cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,22 +104,19 @@ class Args:
 # ---------------------------------------------------------------------------------------------
 def load_models(args: Args):
     """(actor, critic, world model, reward model, rebrac args) for args.env_id, on args.device."""
-    ckpt_dir = f"checkpoints/{args.env_id}"
-    path = args.rebrac_checkpoint or f"{ckpt_dir}/rebrac_seed{args.seed}.pt"
-    actor, critic, rebrac = load_rebrac(path, args.env_id, args.seed)
+    env_id, seed = args.env_id, args.seed
+    actor, critic, rebrac = load_rebrac(args.rebrac_checkpoint or checkpoint_path(env_id, "rebrac", seed), env_id, seed)
     if args.world_model == "ddpm":
-        world = load_dynamics(args.dynamics_checkpoint or f"{ckpt_dir}/dynamics_seed{args.seed}.pt", args.env_id)
-    elif args.world_model == "meanflow":
+        world = load_dynamics(args.dynamics_checkpoint or checkpoint_path(env_id, "dynamics", seed), env_id, seed)
+    else:
         from meanflow_onestep import load_meanflow
 
-        world = load_meanflow(args.dynamics_checkpoint or f"{ckpt_dir}/meanflow_seed{args.seed}.pt", args.env_id)
-    else:
-        raise SystemExit(f"error: --world-model must be 'ddpm' or 'meanflow', not {args.world_model!r}")
-    reward = load_reward(args.reward_checkpoint or f"{ckpt_dir}/reward_seed{args.seed}.pt", args.env_id)
+        world = load_meanflow(args.dynamics_checkpoint or checkpoint_path(env_id, "meanflow", seed), env_id, seed)
+    reward = load_reward(args.reward_checkpoint or checkpoint_path(env_id, "reward", seed), env_id, seed)
     for name, model in (("world model", world), ("reward model", reward)):
         if model.config["obs_dim"] != rebrac["obs_dim"] or model.config["act_dim"] != rebrac["act_dim"]:
-            raise SystemExit(f"error: the {name} has (obs_dim, act_dim) = ({model.config['obs_dim']}, "
-                             f"{model.config['act_dim']}) but ReBRAC has ({rebrac['obs_dim']}, {rebrac['act_dim']})")
+            sys.exit(f"error: the {name} has (obs_dim, act_dim) = ({model.config['obs_dim']}, "
+                     f"{model.config['act_dim']}) but ReBRAC has ({rebrac['obs_dim']}, {rebrac['act_dim']})")
     frozen = [m.to(args.device).eval().requires_grad_(False) for m in (actor, critic, world, reward)]
     return (*frozen, rebrac["args"])
 
@@ -133,13 +149,16 @@ def imagine_rollout(policy, params, critic, world, reward, s0: torch.Tensor, eps
     return (ret + gamma**horizon * alive * q).mean(-1)
 
 
-def inner_step(policy, params, critic, world, reward, s0, eps, gamma, rollout=imagine_rollout):
-    """Ĵ [N] and ∇_ψ Ĵ (one gradient per episode: the episodes' objectives are independent).
-    `rollout` may be a torch.compile'd imagine_rollout; autograd then runs its compiled backward."""
-    params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    objective = rollout(policy, params, critic, world, reward, s0, eps, gamma)
-    grads = torch.autograd.grad(objective.sum(), list(params.values()))
-    return objective.detach(), dict(zip(params, grads))
+def inner_step(policy, params, critic, world, reward, s0, eps, gamma):
+    """Ĵ [N] and ∇_ψ Ĵ (one gradient per episode: the episodes' objectives are independent, so the
+    gradient of their sum is each episode's own)."""
+
+    def total(p):
+        objective = imagine_rollout(policy, p, critic, world, reward, s0, eps, gamma)
+        return objective.sum(), objective
+
+    grads, objective = grad(total, has_aux=True)(params)
+    return objective, grads
 
 
 def per_episode(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -147,79 +166,101 @@ def per_episode(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.view(-1, *([1] * (like.dim() - 1)))
 
 
+def ascend(params, grads, moments, steps, ok, optimizer: str, step_size: float):
+    """ψ ← ψ + α·∇ψĴ (or an Adam step) for the episodes where `ok` and the new ψ is finite; the others
+    keep ψ and their Adam moments. Returns (params, moments, steps, kept [N] bool)."""
+    if optimizer == "sgd":
+        new, new_moments, new_steps = {k: p + step_size * grads[k] for k, p in params.items()}, moments, steps
+    else:
+        new, new_moments, new_steps = {}, {}, steps + 1
+        for k, p in params.items():
+            m1 = 0.9 * moments[k][0] + 0.1 * grads[k]
+            m2 = 0.999 * moments[k][1] + 0.001 * grads[k] ** 2
+            t = per_episode(new_steps, p)
+            new[k] = p + step_size * (m1 / (1 - 0.9**t)) / ((m2 / (1 - 0.999**t)).sqrt() + 1e-8)
+            new_moments[k] = (m1, m2)
+    finite = torch.stack([torch.isfinite(v).flatten(1).all(1) for v in new.values()]).all(0)
+    kept = ok & finite
+    params = {k: torch.where(per_episode(kept, p), new[k], p) for k, p in params.items()}
+    if optimizer == "adam":
+        moments = {k: tuple(torch.where(per_episode(kept, n), n, o) for n, o in zip(new_moments[k], moments[k]))
+                   for k in moments}
+        steps = torch.where(kept, new_steps, steps)
+    return params, moments, steps, kept
+
+
 class ITPOAgent:
-    """Holds one ψ per evaluation episode and adapts the alive ones before each action."""
+    """Holds one ψ per evaluation episode and adapts those of the alive episodes before each action.
+
+    Every tensor keeps the shape [N, ...] for the whole evaluation (a finished episode keeps its slot,
+    masked out), so a compiled step never recompiles, and nothing is read back to the host inside the
+    adaptation: its statistics stay tensors until they are logged."""
 
     def __init__(self, actor, critic, world, reward, args: Args, gamma: float, adapt: bool = True):
-        self.critic, self.world, self.reward, self.args, self.gamma, self.adapt = critic, world, reward, args, gamma, adapt
+        self.critic, self.world, self.reward, self.args, self.gamma = critic, world, reward, args, gamma
+        self.adapt = adapt
         self.policy = batched_policy(actor)
         self.pretrained = {k: v.detach() for k, v in actor.named_parameters()}
-        n = args.episodes
+        n, dev = args.episodes, args.device
         self.params = {k: v.unsqueeze(0).repeat(n, *[1] * v.dim()) for k, v in self.pretrained.items()}
-        self.adam = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in self.params.items()}
-        self.adam_t = torch.zeros(n, device=args.device)
-        self.generator = torch.Generator(device=args.device).manual_seed(args.seed)
-        self.skipped = 0      # inner steps whose imagined return or gradient was NaN/inf: ψ kept
-        self.rollout = torch.compile(imagine_rollout) if args.compile else imagine_rollout
-        self.stats: dict[str, float] = {}
+        self.moments = {k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in self.params.items()}
+        self.steps = torch.zeros(n, device=dev)
+        self.generator = torch.Generator(device=dev).manual_seed(args.seed)
+        self.skipped = torch.zeros((), dtype=torch.long, device=dev)  # non-finite inner steps: ψ kept
+        self.stats: dict[str, torch.Tensor] = {}
+        self.adapt_step = self._adapt_step
+        if args.compile:  # the whole step: E rollouts, their backward passes and the ascent
+            mode = "reduce-overhead" if str(dev).startswith("cuda") else None
+            self.adapt_step = torch.compile(self._adapt_step, mode=mode)
 
-    def reset_params(self, idx: torch.Tensor) -> None:
+    def reset(self, mask: torch.Tensor) -> None:
+        """Episodes where `mask` [N] is true restart from the pretrained ψ with fresh Adam moments."""
         for k, v in self.params.items():
-            v[idx] = self.pretrained[k]
-            self.adam[k][0][idx] = 0
-            self.adam[k][1][idx] = 0
-        self.adam_t[idx] = 0
+            m = per_episode(mask, v)
+            self.params[k] = torch.where(m, self.pretrained[k], v)
+            self.moments[k] = tuple(torch.where(m, 0.0, x) for x in self.moments[k])
+        self.steps = torch.where(mask, 0.0, self.steps)
 
-    def ascend(self, params, grads, idx, ok):
-        """ψ ← ψ + α·∇ψĴ (or an Adam step) for the episodes whose step is finite (`ok`)."""
-        a = self.args
-        if a.optimizer == "sgd":
-            return {k: torch.where(per_episode(ok, p), p + a.step_size * grads[k], p) for k, p in params.items()}
-        t = self.adam_t[idx] + ok.float()
-        self.adam_t[idx] = t
-        out = {}
-        for k, p in params.items():
-            keep = per_episode(ok, p)  # a skipped step leaves ψ and its moments as they were
-            g = torch.where(keep, grads[k], torch.zeros_like(grads[k]))
-            m1_old, m2_old = self.adam[k][0][idx], self.adam[k][1][idx]
-            m1 = torch.where(keep, 0.9 * m1_old + 0.1 * g, m1_old)
-            m2 = torch.where(keep, 0.999 * m2_old + 0.001 * g * g, m2_old)
-            self.adam[k][0][idx], self.adam[k][1][idx] = m1, m2
-            tt = per_episode(t.clamp(min=1), p)
-            update = a.step_size * (m1 / (1 - 0.9**tt)) / ((m2 / (1 - 0.999**tt)).sqrt() + 1e-8)
-            out[k] = torch.where(keep, p + update, p)
-        return out
+    def _adapt_step(self, params, moments, steps, s0, eps, active):
+        """E inner steps of Algorithm 1 at the states s0 [N, d] with the noise eps, for the active episodes."""
+        stats = {"skipped": torch.zeros((), dtype=torch.long, device=s0.device)}
+        for e in range(self.args.inner_steps):
+            objective, grads = inner_step(self.policy, params, self.critic, self.world, self.reward, s0, eps, self.gamma)
+            grad_sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())
+            ok = active & torch.isfinite(objective) & torch.isfinite(grad_sq)
+            params, moments, steps, kept = ascend(params, grads, moments, steps, ok, self.args.optimizer,
+                                                  self.args.step_size)
+            stats["skipped"] = stats["skipped"] + (active & ~kept).sum()
+            if e == 0:
+                count = kept.sum().clamp(min=1)
+                stats["imagined_return"] = torch.where(kept, objective, 0.0).sum() / count
+                stats["grad_norm"] = torch.where(kept, grad_sq, 0.0).sqrt().sum() / count
+        drift = sum((params[k] - self.pretrained[k]).flatten(1).pow(2).sum(1) for k in params).sqrt()
+        stats["psi_drift"] = torch.where(active, drift, 0.0).sum() / active.sum().clamp(min=1)
+        return params, moments, steps, stats
 
     def __call__(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
         """The `act` of `run_episodes`: adapt ψ of each alive episode at its state, then act."""
-        a, dev = self.args, self.args.device
-        idx = torch.as_tensor(np.flatnonzero(alive), device=dev)
-        s0 = torch.as_tensor(obs[alive], device=dev)
-        if a.reset_every_step:
-            self.reset_params(idx)
-        params = {k: v[idx] for k, v in self.params.items()}
-        if self.adapt and a.inner_steps > 0:
-            noise_shape = (len(idx), a.particles, a.horizon, *self.world.noise_shape)
-            eps = torch.randn(noise_shape, generator=self.generator, device=dev)   # fixed over the E steps
-            for e in range(a.inner_steps):
-                objective, grads = inner_step(self.policy, params, self.critic, self.world, self.reward,
-                                              s0, eps, self.gamma, self.rollout)
-                grad_sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())
-                ok = torch.isfinite(objective) & torch.isfinite(grad_sq)
-                self.skipped += int((~ok).sum())
-                params = self.ascend(params, grads, idx, ok)
-                if e == 0:
-                    self.stats["imagined_return"] = float(objective[ok].mean()) if ok.any() else math.nan
-                    self.stats["grad_norm"] = float(grad_sq[ok].sqrt().mean()) if ok.any() else math.nan
-            for k in self.params:
-                self.params[k][idx] = params[k].detach()
-            drift = sum((params[k] - self.pretrained[k]).flatten(1).pow(2).sum(1) for k in params)
-            self.stats["psi_drift"] = float(drift.sqrt().mean())
+        dev = self.args.device
+        s0 = torch.as_tensor(obs, device=dev)
+        active = torch.as_tensor(alive, device=dev)
+        if self.args.reset_every_step:
+            self.reset(active)
+        if self.adapt:
+            noise_shape = (len(obs), self.args.particles, self.args.horizon, *self.world.noise_shape)
+            eps = torch.randn(noise_shape, generator=self.generator, device=dev)  # fresh, fixed over the E steps
+            if self.args.compile and str(dev).startswith("cuda"):
+                torch.compiler.cudagraph_mark_step_begin()
+            params, moments, steps, stats = self.adapt_step(self.params, self.moments, self.steps, s0, eps, active)
+            # CUDA graphs reuse their output buffers at the next replay: keep copies
+            self.params = {k: v.clone() for k, v in params.items()}
+            self.moments = {k: tuple(x.clone() for x in m) for k, m in moments.items()}
+            self.steps = steps.clone()
+            self.stats = {k: v.clone() for k, v in stats.items()}
+            self.skipped = self.skipped + self.stats["skipped"]
         with torch.no_grad():
-            actions = self.policy(params, s0[:, None, :])[:, 0]    # a_t = π_ψ(s_t)
-        out = np.zeros((len(obs), actions.shape[-1]), np.float32)
-        out[alive] = actions.cpu().numpy()
-        return out
+            actions = self.policy(self.params, s0[:, None, :])[:, 0]  # a_t = π_ψ(s_t)
+        return actions.cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +269,7 @@ class ITPOAgent:
 def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: str) -> dict:
     """Run the episodes with `agent`; per-episode returns and scores, and wall seconds per step."""
     seeds = list(range(args.eval_seed, args.eval_seed + args.episodes))
-    agent.reset_params(torch.arange(args.episodes, device=args.device))
+    agent.reset(torch.ones(args.episodes, dtype=torch.bool, device=args.device))  # a new episode: pretrained ψ
     counter = {"t": 0, "last": time.time()}
 
     def on_step():
@@ -236,11 +277,12 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
         if writer is not None:
             writer.add_scalar(f"{tag}/step_latency_s", now - counter["last"], counter["t"])
             for k, v in agent.stats.items():
-                writer.add_scalar(f"{tag}/{k}", v, counter["t"])
+                writer.add_scalar(f"{tag}/{k}", float(v), counter["t"])
         counter["t"], counter["last"] = counter["t"] + 1, now
 
     t0 = time.time()
-    result = run_episodes(lambda: make_env(args.env_id), args.env_id, seeds, agent, args.max_episode_steps, on_step)
+    result = run_episodes(lambda: make_env(args.env_id), args.env_id, seeds, agent, args.max_episode_steps, on_step,
+                          progress=tag)
     wall = time.time() - t0
     scores = normalized_score(args.env_id, result["outcomes"])
     summary = {
@@ -250,17 +292,15 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
         # one lockstep step advances every alive episode; per env step divides by all transitions
         "seconds_per_step": wall / max(counter["t"], 1),
         "seconds_per_env_step": wall / max(sum(result["lengths"]), 1),
-        "skipped_updates": agent.skipped,
+        "skipped_updates": int(agent.skipped),
     }
     print(f"[{tag}] normalised score {summary['mean']:.1f} ± {summary['std']:.1f} over {args.episodes} episodes; "
-          f"{summary['seconds_per_env_step'] * 1e3:.1f} ms per env step; {agent.skipped} skipped (non-finite) updates")
+          f"{summary['seconds_per_env_step'] * 1e3:.1f} ms per env step; {summary['skipped_updates']} skipped "
+          f"(non-finite) updates")
     return summary
 
 
 def main(args: Args) -> dict:
-    parse_env_id(args.env_id)
-    if args.optimizer not in ("sgd", "adam"):
-        raise SystemExit(f"error: --optimizer must be 'sgd' or 'adam', not {args.optimizer!r}")
     seed_everything(args.seed)
     actor, critic, world, reward, rebrac_args = load_models(args)
     gamma = args.gamma if args.gamma is not None else rebrac_args["gamma"]
@@ -272,16 +312,18 @@ def main(args: Args) -> dict:
           f"({args.optimizer}) γ={gamma} world model {args.world_model} (noise per step {tuple(world.noise_shape)}), "
           f"{args.episodes} episodes on {args.device}")
     summary = {"settings": settings, "itpo": evaluate(ITPOAgent(actor, critic, world, reward, args, gamma), args, writer, "itpo")}
-    if args.baseline:  # the same code path with no adaptation: ψ stays the pretrained actor
+    if args.baseline:  # same code path with no adaptation: ψ stays the pretrained actor
         summary["rebrac"] = evaluate(ITPOAgent(actor, critic, world, reward, args, gamma, adapt=False), args, writer, "rebrac")
         diff = np.array(summary["itpo"]["normalized_scores"]) - np.array(summary["rebrac"]["normalized_scores"])
         summary["paired_difference"] = {"mean": float(diff.mean()), "std": float(diff.std())}
         print(f"[itpo] ITPO − ReBRAC on the same seeds: {diff.mean():+.1f} ± {diff.std():.1f}")
-    os.makedirs(f"runs/{run_name}", exist_ok=True)
     with open(f"runs/{run_name}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     print(f"[itpo] summary: runs/{run_name}/summary.json")
     writer.close()
+    bad = [m for m in ("itpo", "rebrac") if m in summary and not np.isfinite(summary[m]["normalized_scores"]).all()]
+    if bad:
+        sys.exit(f"error: non-finite normalised scores for {', '.join(bad)}; see runs/{run_name}/summary.json")
     return summary
 
 

@@ -29,9 +29,21 @@ import torch.nn as nn
 import tyro
 from torch.func import jvp
 
-from collect_dataset import load_checkpoint
+from common import (
+    TIME_EMBEDDING_DIM,
+    Normalizer,
+    checkpoint_path,
+    fit,
+    load_checkpoint,
+    mlp,
+    one_step_rmse,
+    parse_env_id,
+    prepare,
+    require,
+    require_positive,
+    time_embedding,
+)
 from rebrac import load_rebrac
-from train_dynamics import Normalizer, fit, mlp, one_step_rmse, prepare, time_embedding
 
 
 @dataclass
@@ -82,6 +94,14 @@ class Args:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """torch device"""
 
+    def __post_init__(self):
+        parse_env_id(self.env_id)
+        require_positive(self, "hidden_dim", "num_layers", "total_steps", "batch_size", "lr", "eval_every",
+                         "logit_normal_std", "adaptive_c")
+        require(self.tilt_temperature > 0, f"--tilt-temperature must be positive (inf: no tilt), not {self.tilt_temperature}")
+        require(0 <= self.share_r_equals_t <= 1, f"--share-r-equals-t must be in [0, 1], not {self.share_r_equals_t}")
+        require(0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), not {self.ema_decay}")
+
 
 class MeanFlowDynamics(nn.Module):
     """u_θ(z, r, t | s, a), the average velocity; `f(s, a, eps)` samples s′ in one evaluation."""
@@ -95,7 +115,7 @@ class MeanFlowDynamics(nn.Module):
         self.normalizer = Normalizer(obs_dim)
         # time is embedded as (t, t − r); ∂u/∂t enters the training target through the JVP, so the
         # embedding's fastest frequency (time_scale rad per unit of t) sets how rough that target is
-        self.net = mlp(2 * obs_dim + act_dim + 64, obs_dim, hidden_dim, num_layers)
+        self.net = mlp(2 * obs_dim + act_dim + 2 * TIME_EMBEDDING_DIM, obs_dim, hidden_dim, num_layers)
 
     @property
     def noise_shape(self) -> tuple[int, int]:
@@ -150,20 +170,20 @@ def meanflow_loss(model: MeanFlowDynamics, batch: dict[str, torch.Tensor], args:
     return (tilt * adaptive * err).mean()
 
 
-def load_meanflow(path: str, env_id: str, device: str = "cpu") -> MeanFlowDynamics:
+def load_meanflow(path: str, env_id: str, seed: int = 0, device: str = "cpu") -> MeanFlowDynamics:
     """The trained one-step model from its checkpoint (refuses one made for another dataset)."""
-    ckpt = load_checkpoint(path, env_id, "MeanFlow", f"python meanflow_onestep.py --env-id {env_id}")
+    ckpt = load_checkpoint(path, env_id, "meanflow", seed)
     model = MeanFlowDynamics(**ckpt["config"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval().requires_grad_(False)
 
 
 def main(args: Args) -> dict:
-    train, held_out = prepare(args, "meanflow")
+    train, held_out, path = prepare(args, "meanflow")
     actor = None
     if not math.isinf(args.tilt_temperature):
-        path = args.rebrac_checkpoint or f"checkpoints/{args.env_id}/rebrac_seed{args.seed}.pt"
-        actor = load_rebrac(path, args.env_id, args.seed)[0].to(args.device).eval()
+        rebrac_path = args.rebrac_checkpoint or checkpoint_path(args.env_id, "rebrac", args.seed)
+        actor = load_rebrac(rebrac_path, args.env_id, args.seed)[0].to(args.device).eval()
     train["tilt"] = tilt_weights(actor, train["observations"], train["actions"], args.tilt_temperature)
     print(f"[meanflow] tilt τ={args.tilt_temperature}: effective sample size "
           f"{train['tilt'].sum() ** 2 / (train['tilt'] ** 2).sum() / len(train['tilt']):.1%} of the data")
@@ -173,7 +193,7 @@ def main(args: Args) -> dict:
     model.to(args.device)
     return fit(model, lambda m, b: meanflow_loss(m, b, args),
                lambda m, h: {"one_step_rmse": one_step_rmse(m, h, args.seed)}, args, "meanflow", train, held_out,
-               meta={"tilt_temperature": args.tilt_temperature}, ema_decay=args.ema_decay)
+               path, meta={"tilt_temperature": args.tilt_temperature}, ema_decay=args.ema_decay)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,15 @@
 
     python rebrac.py --env-id hopper-medium-replay
 
-Writes `checkpoints/<env-id>/rebrac_seed<S>.pt` (actor, critic, targets, optimisers, step, args),
-which `itpo_eval.py` adapts at inference time. `Actor`, `Critic` and `run_episodes` are the
-definitions every later stage imports.
+Writes `checkpoints/<env-id>/rebrac_seed<S>.pt` (actor, critic, targets, optimisers, step, args,
+evaluation history), which `itpo_eval.py` adapts at inference time. `Actor` and `Critic` are defined
+here and imported by the later stages. Hyper-parameters follow CORL's ReBRAC configs.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -23,9 +22,21 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from collect_dataset import atomic_torch_save, episode_outcome, load_checkpoint, load_dataset, parse_env_id, seed_everything
+from common import (
+    atomic_torch_save,
+    checkpoint_path,
+    load_checkpoint,
+    load_dataset,
+    load_rng_state,
+    parse_env_id,
+    require_positive,
+    resume_checkpoint,
+    run_episodes,
+    save_rng_state,
+    seed_everything,
+)
 
-# (β_a, β_c) per dataset, from CORL's ReBRAC configs (DESIGN.md, "ReBRAC").
+# (β_a, β_c) per dataset, from CORL's ReBRAC configs (`configs/offline/rebrac/<env>/<dataset>_v2.yaml`).
 REBRAC_BETAS = {
     "halfcheetah-random": (0.001, 0.1), "halfcheetah-medium": (0.001, 0.01), "halfcheetah-expert": (0.01, 0.01),
     "halfcheetah-medium-expert": (0.01, 0.1), "halfcheetah-medium-replay": (0.01, 0.001),
@@ -96,7 +107,12 @@ class Args:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """torch device"""
     compile: bool = False
-    """torch.compile the update step (worth it on CUDA; compiling costs about a minute)"""
+    """torch.compile the update step, with CUDA graphs on a GPU (compiling costs about a minute)"""
+
+    def __post_init__(self):
+        parse_env_id(self.env_id)
+        require_positive(self, "total_updates", "batch_size", "actor_lr", "critic_lr", "hidden_dim", "eval_every",
+                         "eval_episodes", "checkpoint_every", "policy_freq")
 
 
 def resolve_args(args: Args) -> Args:
@@ -111,7 +127,7 @@ def resolve_args(args: Args) -> Args:
         if getattr(out, k) is None:
             setattr(out, k, v)
     if out.checkpoint is None:
-        out.checkpoint = f"checkpoints/{args.env_id}/rebrac_seed{args.seed}.pt"
+        out.checkpoint = checkpoint_path(args.env_id, "rebrac", args.seed)
     return out
 
 
@@ -189,7 +205,7 @@ class Critic(nn.Module):
 
 def load_rebrac(path: str, env_id: str, seed: int = 0) -> tuple[Actor, Critic, dict]:
     """The pretrained (π_ψ, Q_φ) and the checkpoint dict (refuses one made for another dataset)."""
-    ckpt = load_checkpoint(path, env_id, "ReBRAC", f"python rebrac.py --env-id {env_id} --seed {seed}")
+    ckpt = load_checkpoint(path, env_id, "rebrac", seed)
     hidden = ckpt["args"]["hidden_dim"]
     actor, critic = Actor(ckpt["obs_dim"], ckpt["act_dim"], hidden), Critic(ckpt["obs_dim"], ckpt["act_dim"], hidden)
     actor.load_state_dict(ckpt["actor"])
@@ -247,37 +263,8 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation on the real env (shared with itpo_eval.py)
+# Evaluation on the real env
 # ---------------------------------------------------------------------------------------------
-def run_episodes(make_env, env_id: str, seeds: list[int], act, max_episode_steps: int | None = None,
-                 on_step=None) -> dict[str, list[float]]:
-    """Run one episode per seed, all envs in lockstep. `act(obs [N, d] float32, alive [N] bool)`
-    returns actions [N, act_dim]; only the alive rows are used. AntMaze episodes end at the first
-    success, as D4RL's did. Returns per-episode returns, lengths, successes and score outcomes."""
-    envs = [make_env() for _ in seeds]
-    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)]).astype(np.float32)
-    alive = np.ones(len(seeds), bool)
-    returns, lengths, successes = np.zeros(len(seeds)), np.zeros(len(seeds), int), np.zeros(len(seeds), bool)
-    limit = max_episode_steps or envs[0].spec.max_episode_steps or 1000
-    while alive.any():
-        actions = np.asarray(act(obs, alive))
-        for i in np.flatnonzero(alive):
-            o, r, term, trunc, info = envs[i].step(actions[i])
-            returns[i] += r
-            lengths[i] += 1
-            successes[i] |= bool(info.get("success", False))
-            obs[i] = o
-            if term or trunc or lengths[i] >= limit or (env_id.startswith("antmaze") and successes[i]):
-                alive[i] = False
-        if on_step is not None:
-            on_step()
-    for env in envs:
-        env.close()
-    outcomes = [episode_outcome(env_id, r, s) for r, s in zip(returns, successes)]
-    return {"returns": returns.tolist(), "lengths": lengths.tolist(), "successes": successes.tolist(),
-            "outcomes": outcomes}
-
-
 def actor_policy(actor: nn.Module, device: str):
     """The deterministic actor as an `act` function for `run_episodes`."""
     @torch.no_grad()
@@ -303,12 +290,12 @@ def train(args: Args) -> dict:
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
     start, history = 0, []  # history: the evaluation curve, [{"step", "score"}], kept in the checkpoint
-    if args.resume and os.path.exists(args.checkpoint):
-        ckpt = load_checkpoint(args.checkpoint, args.env_id, "ReBRAC", f"python rebrac.py --env-id {args.env_id}")
+    ckpt = resume_checkpoint(args.checkpoint, args.env_id, "rebrac", args.seed) if args.resume else None
+    if ckpt is not None:
         for module, key in ((actor, "actor"), (critic, "critic"), (actor_target, "actor_target"),
                             (critic_target_net, "critic_target"), (actor_opt, "actor_opt"), (critic_opt, "critic_opt")):
             module.load_state_dict(ckpt[key])
-        torch.set_rng_state(ckpt["rng_state"])
+        load_rng_state(ckpt["rng_state"], args.device)
         start, history = ckpt["step"], ckpt.get("history", [])
         print(f"[rebrac] resuming {args.checkpoint} at update {start}")
 
@@ -333,7 +320,9 @@ def train(args: Args) -> dict:
             soft_update(critic_target_net, critic, args.tau)
         return critic_loss.detach(), q.mean().detach(), (actor_loss.detach(), q_pi, lmbda, bc)
 
-    step_fn = torch.compile(update) if args.compile else update
+    # On CUDA, "reduce-overhead" replays the whole update as CUDA graphs: no Python or launch overhead.
+    mode = "reduce-overhead" if str(args.device).startswith("cuda") else None
+    step_fn = torch.compile(update, mode=mode) if args.compile else update
     run_name = f"rebrac_{args.env_id}_seed{args.seed}_{int(time.time())}"
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text("args", str(asdict(args)))
@@ -345,7 +334,7 @@ def train(args: Args) -> dict:
             "actor": actor.state_dict(), "critic": critic.state_dict(), "actor_target": actor_target.state_dict(),
             "critic_target": critic_target_net.state_dict(), "actor_opt": actor_opt.state_dict(),
             "critic_opt": critic_opt.state_dict(), "step": step, "args": asdict(args), "env_id": args.env_id,
-            "obs_dim": obs_dim, "act_dim": act_dim, "rng_state": torch.get_rng_state(), "score": last_score,
+            "obs_dim": obs_dim, "act_dim": act_dim, "rng_state": save_rng_state(args.device), "score": last_score,
             "history": history,
         }, args.checkpoint)
 

@@ -19,8 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-from collect_dataset import load_checkpoint
-from train_dynamics import Normalizer, fit, mlp, prepare
+from common import Normalizer, fit, load_checkpoint, mlp, parse_env_id, prepare, require_positive
 
 
 @dataclass
@@ -53,6 +52,10 @@ class Args:
     """continue from the checkpoint at its saved step"""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """torch device"""
+
+    def __post_init__(self):
+        parse_env_id(self.env_id)
+        require_positive(self, "hidden_dim", "num_layers", "total_steps", "batch_size", "lr", "eval_every")
 
 
 class RewardModel(nn.Module):
@@ -93,26 +96,25 @@ def evaluate(model: RewardModel, held_out: dict[str, torch.Tensor]) -> dict[str,
     return metrics
 
 
-def load_reward(path: str, env_id: str, device: str = "cpu") -> RewardModel:
+def load_reward(path: str, env_id: str, seed: int = 0, device: str = "cpu") -> RewardModel:
     """The trained r_ξ from its checkpoint (refuses one made for another dataset)."""
-    ckpt = load_checkpoint(path, env_id, "reward", f"python train_reward.py --env-id {env_id}")
+    ckpt = load_checkpoint(path, env_id, "reward", seed)
     model = RewardModel(**ckpt["config"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval().requires_grad_(False)
 
 
 def main(args: Args) -> dict:
-    train, held_out = prepare(args, "reward")
+    train, held_out, path = prepare(args, "reward")
     has_terminals = bool(train["terminals"].sum() > 0)
     termination = has_terminals if args.termination is None else args.termination
     print(f"[reward] termination head {'on' if termination else 'off'} "
           f"({int(train['terminals'].sum())} terminals in the training split)")
     model = RewardModel(train["observations"].shape[1], train["actions"].shape[1], args.hidden_dim,
                         args.num_layers, termination)
-    obs = train["observations"].cpu().numpy()
-    model.normalizer.fit(obs, obs)
+    model.normalizer.fit(train["observations"].cpu().numpy())
     model.to(args.device)
-    return fit(model, lambda m, b: m.loss(b), evaluate, args, "reward", train, held_out)
+    return fit(model, lambda m, b: m.loss(b), evaluate, args, "reward", train, held_out, path)
 
 
 if __name__ == "__main__":

@@ -1,41 +1,42 @@
-"""Dataset names, resolution, loading and collect_dataset.py."""
+"""Dataset names, resolution and loading (common.py), and making datasets (collect_dataset.py)."""
 
 import numpy as np
 import pytest
 
 import collect_dataset as cd
+import common
 
 
 def test_unknown_env_id_lists_valid_names():
     with pytest.raises(SystemExit) as err:
-        cd.parse_env_id("hopper-mediocre")
+        common.parse_env_id("hopper-mediocre")
     assert "hopper-medium-replay" in str(err.value) and "antmaze-large-diverse" in str(err.value)
 
 
 def test_there_are_24_names_and_each_has_an_env_family():
-    assert len(cd.ENV_IDS) == 24
-    for env_id in cd.ENV_IDS:
-        env, _ = cd.parse_env_id(env_id)
-        assert env in cd.REF_SCORES
+    assert len(common.ENV_IDS) == 24
+    for env_id in common.ENV_IDS:
+        env, _ = common.parse_env_id(env_id)
+        assert env in common.REF_SCORES
 
 
 def test_normalized_score_uses_d4rl_reference_returns():
-    assert cd.normalized_score("hopper-medium", [-20.272305, 3234.3]).tolist() == pytest.approx([0.0, 100.0])
-    assert cd.normalized_score("walker2d-expert", [4592.3])[0] == pytest.approx(100.0)
-    assert cd.normalized_score("antmaze-umaze", [1.0, 0.0]).tolist() == [100.0, 0.0]
-    assert cd.episode_outcome("antmaze-umaze", 37.0, True) == 1.0
-    assert cd.episode_outcome("hopper-medium", 37.0, True) == 37.0
+    assert common.normalized_score("hopper-medium", [-20.272305, 3234.3]).tolist() == pytest.approx([0.0, 100.0])
+    assert common.normalized_score("walker2d-expert", [4592.3])[0] == pytest.approx(100.0)
+    assert common.normalized_score("antmaze-umaze", [1.0, 0.0]).tolist() == [100.0, 0.0]
+    assert common.episode_outcome("antmaze-umaze", 37.0, True) == 1.0
+    assert common.episode_outcome("hopper-medium", 37.0, True) == 37.0
 
 
 def test_resolution_order(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-    assert cd.resolve_dataset("hopper-medium", "some/explicit-v3") == (["some/explicit-v3"], "explicit")
-    assert cd.resolve_dataset("hopper-medium") == (["mujoco/hopper/medium-v0"], "download")
-    assert cd.resolve_dataset("walker2d-medium-expert") == (
+    assert common.resolve_dataset("hopper-medium", "some/explicit-v3") == (["some/explicit-v3"], "explicit")
+    assert common.resolve_dataset("hopper-medium") == (["mujoco/hopper/medium-v0"], "download")
+    assert common.resolve_dataset("walker2d-medium-expert") == (
         ["mujoco/walker2d/medium-v0", "mujoco/walker2d/expert-v0"], "download")
-    assert cd.resolve_dataset("antmaze-large-play") == (["D4RL/antmaze/large-play-v1"], "download")
+    assert common.resolve_dataset("antmaze-large-play") == (["D4RL/antmaze/large-play-v1"], "download")
     with pytest.raises(SystemExit) as err:
-        cd.resolve_dataset("hopper-full-replay")
+        common.resolve_dataset("hopper-full-replay")
     assert "python collect_dataset.py --env hopper" in str(err.value)
 
 
@@ -52,7 +53,7 @@ def test_download_path_asks_minari_to_download(tmp_path, monkeypatch):
 
     monkeypatch.setattr(minari, "load_dataset", fake_load)
     with pytest.raises(ConnectionError):
-        cd.load_dataset("halfcheetah-expert", verbose=False)
+        common.load_dataset("halfcheetah-expert", verbose=False)
     assert calls == [("mujoco/halfcheetah/expert-v0", True)]
 
 
@@ -60,9 +61,9 @@ def test_collected_datasets_are_listed_and_resolve_locally(pipeline):
     import minari
 
     listed = minari.list_local_datasets()
-    for kind in cd.MUJOCO_KINDS:
+    for kind in common.MUJOCO_KINDS:
         assert f"local/hopper/{kind}-v0" in listed
-        assert cd.resolve_dataset(f"hopper-{kind}") == ([f"local/hopper/{kind}-v0"], "local")
+        assert common.resolve_dataset(f"hopper-{kind}") == ([f"local/hopper/{kind}-v0"], "local")
     ds = minari.load_dataset("local/hopper/medium-v0")
     assert ds.storage.metadata["ref_min_score"] == pytest.approx(-20.272305)
     assert ds.storage.metadata["ref_max_score"] == pytest.approx(3234.3)
@@ -71,7 +72,7 @@ def test_collected_datasets_are_listed_and_resolve_locally(pipeline):
 
 @pytest.mark.parametrize("kind", ["random", "medium", "expert", "medium-replay", "full-replay", "medium-expert"])
 def test_loaded_arrays(pipeline, kind):
-    data, make_env, score = cd.load_dataset(f"hopper-{kind}", verbose=False)
+    data, make_env, score = common.load_dataset(f"hopper-{kind}", verbose=False)
     n = len(data["rewards"])
     assert data["observations"].shape == (n, 11) and data["next_observations"].shape == (n, 11)
     assert data["actions"].shape == (n, 3)
@@ -90,30 +91,30 @@ def test_loaded_arrays(pipeline, kind):
 
 
 def test_random_dataset_has_terminals_and_cut_last_episode(pipeline):
-    data, _, _ = cd.load_dataset("hopper-random", verbose=False)
+    data, _, _ = common.load_dataset("hopper-random", verbose=False)
     assert data["terminals"].sum() > 0          # a random hopper falls
     assert data["timeouts"][-1] == 1            # the budget cut the last episode
     assert len(data["rewards"]) == 300
 
 
 def test_medium_expert_is_the_union(pipeline):
-    med, _, _ = cd.load_dataset("hopper-medium", verbose=False)
-    exp, _, _ = cd.load_dataset("hopper-expert", verbose=False)
-    both, _, _ = cd.load_dataset("hopper-medium-expert", verbose=False)
+    med, _, _ = common.load_dataset("hopper-medium", verbose=False)
+    exp, _, _ = common.load_dataset("hopper-expert", verbose=False)
+    both, _, _ = common.load_dataset("hopper-medium-expert", verbose=False)
     for k in both:
         np.testing.assert_array_equal(both[k], np.concatenate([med[k], exp[k]]))
 
 
 def test_replay_datasets_are_the_buffer(pipeline):
-    mr, _, _ = cd.load_dataset("hopper-medium-replay", verbose=False)
-    fr, _, _ = cd.load_dataset("hopper-full-replay", verbose=False)
+    mr, _, _ = common.load_dataset("hopper-medium-replay", verbose=False)
+    fr, _, _ = common.load_dataset("hopper-full-replay", verbose=False)
     assert len(mr["rewards"]) == 200 and len(fr["rewards"]) == 600
     np.testing.assert_array_equal(fr["observations"][:199], mr["observations"][:199])
 
 
 def test_dimension_mismatch_is_refused_with_both_shapes(pipeline):
     with pytest.raises(SystemExit) as err:
-        cd.load_dataset("halfcheetah-medium", dataset_id="local/hopper/medium-v0", verbose=False)
+        common.load_dataset("halfcheetah-medium", dataset_id="local/hopper/medium-v0", verbose=False)
     assert "(11, 3)" in str(err.value) and "(17, 6)" in str(err.value)
 
 
@@ -142,14 +143,14 @@ def test_collect_resumes_without_redoing_work(pipeline, capsys):
 def test_antmaze_random_dataset_loads_flattened(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     cd.main(cd.Args(env="antmaze-umaze", transitions=60, seed=0))
-    data, make_env, score = cd.load_dataset("antmaze-umaze", dataset_id="local/antmaze/umaze-random-v0",
+    data, make_env, score = common.load_dataset("antmaze-umaze", dataset_id="local/antmaze/umaze-random-v0",
                                             verbose=False)
     assert data["observations"].shape == (60, 31)
-    env, dict_env = make_env(), cd.make_env("antmaze-umaze", flatten=False)
+    env, dict_env = make_env(), common.make_env("antmaze-umaze", flatten=False)
     obs, _ = env.reset(seed=0)
     raw, _ = dict_env.reset(seed=0)
     assert obs.shape == (31,)
     # our batched flattening matches gymnasium's FlattenObservation on the env's dict observation
-    np.testing.assert_allclose(cd.flatten_observations(raw, dict_env.observation_space), obs, rtol=1e-6)
+    np.testing.assert_allclose(common.flatten_observations(raw, dict_env.observation_space), obs, rtol=1e-6)
     env.close()
     assert score([1.0, 0.0, 1.0]).mean() == pytest.approx(200 / 3)

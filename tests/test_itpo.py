@@ -172,7 +172,7 @@ def test_adam_skipped_episode_keeps_its_moments(pipeline):
     agent = itpo_eval.ITPOAgent(actor, critic, world, reward, args, gamma=0.99)
     obs = np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32)
     agent(obs, np.array([True, True]))
-    moments = {k: (m1.clone(), m2.clone()) for k, (m1, m2) in agent.adam.items()}
+    moments = {k: (m1.clone(), m2.clone()) for k, (m1, m2) in agent.moments.items()}
     params = {k: v.clone() for k, v in agent.params.items()}
     with torch.no_grad():
         reward.net[-1].bias[0] = float("nan")
@@ -180,4 +180,4 @@ def test_adam_skipped_episode_keeps_its_moments(pipeline):
     assert agent.skipped == 2
     for k in params:
         assert torch.equal(agent.params[k], params[k])
-        assert torch.equal(agent.adam[k][0], moments[k][0]) and torch.equal(agent.adam[k][1], moments[k][1])
+        assert torch.equal(agent.moments[k][0], moments[k][0]) and torch.equal(agent.moments[k][1], moments[k][1])

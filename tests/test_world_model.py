@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from train_dynamics import DiffusionDynamics, cosine_alpha_bar, load_dynamics, one_step_rmse
+from common import one_step_rmse
+from train_dynamics import DiffusionDynamics, cosine_alpha_bar, load_dynamics
 from train_reward import load_reward
 
 

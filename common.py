@@ -1,0 +1,490 @@
+"""What every stage shares: D4RL names and envs, dataset resolution and loading, checkpoints,
+seeding, evaluation episodes and the supervised training loop.
+
+One definition of each: the stage scripts import from here, and nothing imports the stages'
+dataset-making code (`collect_dataset.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+# A small machine shared by several torch processes slows down 30–70× when each one starts a thread
+# per core; one thread each cannot oversubscribe. OMP_NUM_THREADS raises it.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)
+
+# ---------------------------------------------------------------------------------------------
+# Names, environments, reference scores
+# ---------------------------------------------------------------------------------------------
+MUJOCO_ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
+MUJOCO_KINDS = ["random", "medium", "expert", "medium-expert", "medium-replay", "full-replay"]
+ANTMAZE_KINDS = ["umaze", "umaze-diverse", "medium-play", "medium-diverse", "large-play", "large-diverse"]
+ENV_IDS = [f"{e}-{k}" for e in MUJOCO_ENVS for k in MUJOCO_KINDS] + [f"antmaze-{k}" for k in ANTMAZE_KINDS]
+
+# D4RL v2 reference returns (random policy, expert policy) for the normalised score.
+REF_SCORES = {
+    "halfcheetah": (-280.178953, 12135.0),
+    "hopper": (-20.272305, 3234.3),
+    "walker2d": (1.629008, 4592.3),
+    "antmaze": (0.0, 1.0),  # success rate
+}
+
+# AntMaze evaluation mazes as D4RL had them: fixed start (r) and goal (g) cells.
+_r, _g = "r", "g"
+ANTMAZE_MAPS = {
+    "umaze": [[1, 1, 1, 1, 1], [1, _r, 0, 0, 1], [1, 1, 1, 0, 1], [1, _g, 0, 0, 1], [1, 1, 1, 1, 1]],
+    "medium": [
+        [1, 1, 1, 1, 1, 1, 1, 1],
+        [1, _r, 0, 1, 1, 0, 0, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1],
+        [1, 1, 0, 0, 0, 1, 1, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1],
+        [1, 0, 1, 0, 0, 1, 0, 1],
+        [1, 0, 0, 0, 1, 0, _g, 1],
+        [1, 1, 1, 1, 1, 1, 1, 1],
+    ],
+    "large": [
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+        [1, _r, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1],
+        [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1],
+        [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1],
+        [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1],
+        [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
+        [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, _g, 1],
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    ],
+}
+
+
+def require(condition: bool, message: str) -> None:
+    """Refuse bad input with a one-line error and a non-zero exit (tyro calls Args.__post_init__ at parse time)."""
+    if not condition:
+        sys.exit(f"error: {message}")
+
+
+def require_positive(args, *fields: str) -> None:
+    """Each named field of `args` must be a finite number above zero (None means "the default")."""
+    for name in fields:
+        value = getattr(args, name)
+        require(value is None or (value > 0 and math.isfinite(value)),
+                f"--{name.replace('_', '-')} must be a positive number, not {value}")
+
+
+def parse_env_id(env_id: str) -> tuple[str, str]:
+    """'hopper-medium-replay' -> ('hopper', 'medium-replay'); exits with the valid names if unknown."""
+    if env_id not in ENV_IDS:
+        sys.exit(f"error: unknown --env-id {env_id!r}. Valid names:\n  " + "\n  ".join(ENV_IDS))
+    env, kind = env_id.split("-", 1)
+    return env, kind
+
+
+def make_env(env_id: str, flatten: bool = True, **kwargs) -> gym.Env:
+    """The gymnasium env of a D4RL name (AntMaze: the D4RL evaluation maze, its dict observations
+    flattened unless flatten=False)."""
+    env, kind = parse_env_id(env_id)
+    if env in MUJOCO_ENVS:
+        return gym.make(MUJOCO_ENVS[env], **kwargs)
+    import gymnasium_robotics
+
+    gym.register_envs(gymnasium_robotics)
+    size = kind.split("-")[0]
+    maze_env = gym.make(
+        {"umaze": "AntMaze_UMaze-v5", "medium": "AntMaze_Medium-v5", "large": "AntMaze_Large-v5"}[size],
+        maze_map=ANTMAZE_MAPS[size],
+        continuing_task=True,
+        reset_target=False,
+        max_episode_steps=1000,
+        include_cfrc_ext_in_observation=False,  # 27-d ant observation, as D4RL's and Minari's datasets
+        **kwargs,
+    )
+    return gym.wrappers.FlattenObservation(maze_env) if flatten else maze_env
+
+
+def flatten_observations(observations, observation_space: gym.Space) -> np.ndarray:
+    """Batched version of `gym.spaces.flatten`: AntMaze dicts become one vector in the space's key
+    order (achieved_goal 2, desired_goal 2, observation 27), as `FlattenObservation` does."""
+    if isinstance(observation_space, gym.spaces.Dict):
+        return np.concatenate([np.asarray(observations[k]) for k in observation_space.spaces], axis=-1)
+    return np.asarray(observations)
+
+
+def normalized_score(env_id: str, episode_returns) -> np.ndarray:
+    """100 · (R − min) / (max − min) with D4RL's reference returns (AntMaze: R is 1 for a success)."""
+    lo, hi = REF_SCORES[parse_env_id(env_id)[0]]
+    return 100.0 * (np.asarray(episode_returns, dtype=np.float64) - lo) / (hi - lo)
+
+
+def episode_outcome(env_id: str, episode_return: float, success: bool) -> float:
+    """The quantity the normalised score is computed from: the return, or AntMaze's success (0/1)."""
+    return float(success) if env_id.startswith("antmaze") else float(episode_return)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset resolution and loading
+# ---------------------------------------------------------------------------------------------
+def datasets_root() -> str:
+    """Where Minari keeps datasets (it reads MINARI_DATASETS_PATH on every call, so do we)."""
+    return os.environ.get("MINARI_DATASETS_PATH", os.path.join(os.path.expanduser("~"), ".minari", "datasets"))
+
+
+def local_dataset_id(env_id: str) -> str:
+    env, kind = parse_env_id(env_id)
+    return f"local/{env}/{kind}-v0"
+
+
+def published_dataset_ids(env_id: str) -> list[str]:
+    """Minari's published ids for a D4RL name ([] where Minari publishes none)."""
+    env, kind = parse_env_id(env_id)
+    if env == "antmaze":
+        return [f"D4RL/antmaze/{kind}-v1"]
+    if kind in ("medium", "expert"):
+        return [f"mujoco/{env}/{kind}-v0"]
+    if kind == "medium-expert":  # the union of the two published sets
+        return [f"mujoco/{env}/medium-v0", f"mujoco/{env}/expert-v0"]
+    return []
+
+
+def collect_command(env_id: str) -> str:
+    """The command that makes the local dataset of a D4RL name."""
+    env, _ = parse_env_id(env_id)
+    return f"python collect_dataset.py --env {env if env != 'antmaze' else env_id}"
+
+
+def resolve_dataset(env_id: str, dataset_id: str | None = None) -> tuple[list[str], str]:
+    """The Minari ids to load for `env_id` and where they come from ('explicit', 'local', 'download')."""
+    import minari
+
+    parse_env_id(env_id)
+    if dataset_id:
+        return [dataset_id], "explicit"
+    local_id = local_dataset_id(env_id)
+    if local_id in minari.list_local_datasets():
+        return [local_id], "local"
+    remote = published_dataset_ids(env_id)
+    if remote:
+        return remote, "download"
+    sys.exit(
+        f"error: no dataset for {env_id}: {local_id} is not under MINARI_DATASETS_PATH={datasets_root()} "
+        f"and Minari publishes none.\nMake it with:  {collect_command(env_id)}\n"
+        f"(or point MINARI_DATASETS_PATH to the folder where you made it)"
+    )
+
+
+def episodes_to_arrays(episodes, observation_space: gym.Space) -> dict[str, np.ndarray]:
+    """Minari episodes -> flat transition arrays. next_observations[i] is observations[i+1] of the
+    same episode; terminals (the MDP ended) and timeouts (the episode was cut) are kept apart."""
+    parts = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
+    for ep in episodes:
+        obs = flatten_observations(ep.observations, observation_space)
+        parts["observations"].append(obs[:-1])
+        parts["next_observations"].append(obs[1:])
+        parts["actions"].append(np.asarray(ep.actions))
+        parts["rewards"].append(np.asarray(ep.rewards))
+        parts["terminals"].append(np.asarray(ep.terminations))
+        parts["timeouts"].append(np.asarray(ep.truncations))
+    return {k: np.concatenate(v).astype(np.float32) for k, v in parts.items()}
+
+
+def load_dataset(env_id: str, dataset_id: str | None = None, verbose: bool = True):
+    """Arrays of one D4RL dataset, its evaluation env maker and normalised-score function.
+
+    Returns (data, make_eval_env, score) with data a dict of float32 arrays
+    observations [N, obs_dim], actions [N, act_dim], rewards [N], next_observations [N, obs_dim],
+    terminals [N], timeouts [N].
+    """
+    import minari
+
+    ids, source = resolve_dataset(env_id, dataset_id)
+    if verbose:
+        print(f"[data] {env_id} -> {' + '.join(ids)} ({source})")
+    datasets = [minari.load_dataset(i, download=(source == "download")) for i in ids]
+    data = {}
+    for ds in datasets:
+        part = episodes_to_arrays(ds.iterate_episodes(), ds.observation_space)
+        data = part if not data else {k: np.concatenate([data[k], part[k]]) for k in data}
+
+    env = make_env(env_id)
+    want = (env.observation_space.shape[0], env.action_space.shape[0])
+    got = (data["observations"].shape[1], data["actions"].shape[1])
+    env.close()
+    if want != got:
+        sys.exit(
+            f"error: dataset {' + '.join(ids)} has (obs_dim, act_dim) = {got} but the {env_id} env has {want}: "
+            f"this dataset belongs to another environment; pass the right --dataset-id."
+        )
+    if verbose:
+        print(
+            f"[data] {len(data['rewards'])} transitions, obs_dim {got[0]}, act_dim {got[1]}, "
+            f"{int(data['terminals'].sum())} terminals, {int(data['timeouts'].sum())} timeouts"
+        )
+    return data, (lambda **kw: make_env(env_id, **kw)), (lambda returns: normalized_score(env_id, returns))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: one path rule, one table of the commands that make them
+# ---------------------------------------------------------------------------------------------
+STAGE_SCRIPTS = {
+    "rebrac": "rebrac.py",
+    "dynamics": "train_dynamics.py",
+    "reward": "train_reward.py",
+    "meanflow": "meanflow_onestep.py",
+}
+
+
+def checkpoint_path(env_id: str, stage: str, seed: int, root: str = "checkpoints") -> str:
+    """Where `stage` (rebrac | dynamics | reward | meanflow) keeps its checkpoint for a dataset and seed."""
+    return f"{root}/{env_id}/{stage}_seed{seed}.pt"
+
+
+def make_command(stage: str, env_id: str, seed: int = 0) -> str:
+    """The command that (re)makes a stage's checkpoint."""
+    return f"python {STAGE_SCRIPTS[stage]} --env-id {env_id} --seed {seed}"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, env_id: str, stage: str, seed: int = 0) -> dict:
+    """Load a stage's checkpoint; a missing, unreadable or other-dataset one exits with the command
+    that makes the right one."""
+    remake = make_command(stage, env_id, seed)
+    if not os.path.exists(path):
+        sys.exit(f"error: no {stage} checkpoint at {path}. Make it with:\n  {remake}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, a text file, a pickle of foreign classes, ...
+        sys.exit(f"error: {path} is not a readable {stage} checkpoint ({type(err).__name__}). "
+                 f"Remake it with:\n  {remake}")
+    if not isinstance(ckpt, dict) or ckpt.get("env_id") != env_id:
+        found = ckpt.get("env_id") if isinstance(ckpt, dict) else type(ckpt).__name__
+        sys.exit(f"error: {path} was trained on {found!r}, not {env_id!r}. "
+                 f"Point to the right file or make one with:\n  {remake}")
+    return ckpt
+
+
+def resume_checkpoint(path: str, env_id: str, stage: str, seed: int) -> dict | None:
+    """For --resume: the checkpoint to continue from, or None (said out loud) when there is none."""
+    if not os.path.exists(path):
+        print(f"[{stage}] --resume: no checkpoint at {path}; starting from scratch")
+        return None
+    return load_checkpoint(path, env_id, stage, seed)
+
+
+def save_rng_state(device: str) -> dict:
+    """The RNG states that draw the batches: the CPU's and, on CUDA, the device's."""
+    state = {"cpu": torch.get_rng_state()}
+    if str(device).startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def load_rng_state(state, device: str) -> None:
+    if isinstance(state, torch.Tensor):  # checkpoints written before the device state was kept
+        state = {"cpu": state}
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and str(device).startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda"], torch.device(device))
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation episodes on the real env (ReBRAC's evaluation and ITPO's)
+# ---------------------------------------------------------------------------------------------
+def run_episodes(make_env, env_id: str, seeds: list[int], act, max_episode_steps: int | None = None,
+                 on_step=None, progress: str | None = None) -> dict[str, list]:
+    """Run one episode per seed, all envs in lockstep. `act(obs [N, d] float32, alive [N] bool)`
+    returns actions [N, act_dim]; only the alive rows are used (finished episodes keep their row,
+    so `act` always sees N rows). AntMaze episodes end at the first success, as D4RL's did.
+    Returns per-episode returns, lengths, successes and score outcomes."""
+    envs = [make_env() for _ in seeds]
+    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)]).astype(np.float32)
+    alive = np.ones(len(seeds), bool)
+    returns, lengths, successes = np.zeros(len(seeds)), np.zeros(len(seeds), int), np.zeros(len(seeds), bool)
+    limit = max_episode_steps or envs[0].spec.max_episode_steps or 1000
+    bar = tqdm(total=limit, desc=progress, mininterval=5, disable=progress is None)
+    while alive.any():
+        actions = np.asarray(act(obs, alive))
+        for i in np.flatnonzero(alive):
+            o, r, term, trunc, info = envs[i].step(actions[i])
+            returns[i] += r
+            lengths[i] += 1
+            successes[i] |= bool(info.get("success", False))
+            obs[i] = o
+            if term or trunc or lengths[i] >= limit or (env_id.startswith("antmaze") and successes[i]):
+                alive[i] = False
+        bar.update(1)
+        bar.set_postfix(alive=int(alive.sum()), refresh=False)
+        if on_step is not None:
+            on_step()
+    bar.close()
+    for env in envs:
+        env.close()
+    outcomes = [episode_outcome(env_id, r, s) for r, s in zip(returns, successes)]
+    return {"returns": returns.tolist(), "lengths": lengths.tolist(), "successes": successes.tolist(),
+            "outcomes": outcomes}
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks of the learned models (the DDPM, the reward model and MeanFlow)
+# ---------------------------------------------------------------------------------------------
+TIME_EMBEDDING_DIM = 32  # width of one sinusoidal time embedding
+
+
+def mlp(in_dim: int, out_dim: int, hidden_dim: int, num_layers: int, act=nn.SiLU) -> nn.Sequential:
+    layers, d = [], in_dim
+    for _ in range(num_layers):
+        layers += [nn.Linear(d, hidden_dim), act()]
+        d = hidden_dim
+    return nn.Sequential(*layers, nn.Linear(d, out_dim))
+
+
+def time_embedding(t: torch.Tensor, dim: int = TIME_EMBEDDING_DIM) -> torch.Tensor:
+    """Sinusoidal embedding of a (continuous or integer) time, t: [...] -> [..., dim]."""
+    t = t if t.is_floating_point() else t.float()
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(dim // 2, device=t.device, dtype=t.dtype) / (dim // 2))
+    angles = t.unsqueeze(-1) * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class Normalizer(nn.Module):
+    """Dataset statistics of states (and, for world models, of state deltas), stored as buffers."""
+
+    def __init__(self, obs_dim: int):
+        super().__init__()
+        for name in ("obs_mean", "delta_mean"):
+            self.register_buffer(name, torch.zeros(obs_dim))
+        for name in ("obs_std", "delta_std"):
+            self.register_buffer(name, torch.ones(obs_dim))
+
+    def fit(self, obs: np.ndarray, next_obs: np.ndarray | None = None) -> "Normalizer":
+        """States' mean and std; with next_obs, the deltas' too (the reward model has none)."""
+        stats = [("obs_mean", obs.mean(0)), ("obs_std", obs.std(0) + 1e-3)]
+        if next_obs is not None:
+            delta = next_obs - obs
+            stats += [("delta_mean", delta.mean(0)), ("delta_std", delta.std(0) + 1e-3)]
+        for name, value in stats:
+            getattr(self, name).copy_(torch.as_tensor(value))
+        return self
+
+    def obs(self, s: torch.Tensor) -> torch.Tensor:
+        return (s - self.obs_mean) / self.obs_std
+
+
+def one_step_rmse(model, held_out: dict[str, torch.Tensor], seed: int = 0) -> float:
+    """RMSE of one sampled next state against the true one (raw units, all dims) on held-out data."""
+    g = torch.Generator(device=held_out["observations"].device).manual_seed(seed)
+    s, a = held_out["observations"], held_out["actions"]
+    eps = torch.randn((s.shape[0], *model.noise_shape), generator=g, device=s.device)
+    with torch.no_grad():
+        pred = model.f(s, a, eps)
+    return float(((pred - held_out["next_observations"]) ** 2).mean().sqrt())
+
+
+# ---------------------------------------------------------------------------------------------
+# Supervised training loop (train_dynamics.py, train_reward.py, meanflow_onestep.py)
+# ---------------------------------------------------------------------------------------------
+def split_holdout(data: dict[str, np.ndarray], holdout: int, seed: int):
+    """Random transitions held out for evaluation; returns (train, held_out) dicts of arrays."""
+    perm = np.random.default_rng(seed).permutation(len(data["rewards"]))
+    test, train = perm[:holdout], perm[holdout:]
+    return {k: v[train] for k, v in data.items()}, {k: v[test] for k, v in data.items()}
+
+
+def to_tensors(data: dict[str, np.ndarray], device: str) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v, device=device) for k, v in data.items()}
+
+
+def prepare(args, stage: str):
+    """Seed, load the dataset, split off the held-out transitions.
+    Returns (train, held_out) tensors and the checkpoint path (args.checkpoint or the rule's)."""
+    seed_everything(args.seed)
+    path = args.checkpoint or checkpoint_path(args.env_id, stage, args.seed)
+    data, _, _ = load_dataset(args.env_id, args.dataset_id)
+    train, held_out = split_holdout(data, min(args.holdout, len(data["rewards"]) // 5), args.seed)
+    return to_tensors(train, args.device), to_tensors(held_out, args.device), path
+
+
+def fit(model: nn.Module, loss_fn, evaluate, args, stage: str, train: dict, held_out: dict, path: str,
+        meta: dict | None = None, ema_decay: float | None = None) -> dict:
+    """Train `model` on minibatches of `train` with `loss_fn(model, batch)`; every `args.eval_every`
+    steps log the dict `evaluate(model, held_out)`; checkpoint atomically at `path` with the model's
+    config and `meta`; honour --resume. With `ema_decay`, an exponential moving average of the weights
+    is what is evaluated and saved as "model" (the raw weights are kept for resuming)."""
+    device = args.device
+    n = len(train["rewards"])
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    ema = None
+    if ema_decay is not None:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+    start, history = 0, []  # history: the held-out metrics at each evaluation, kept in the checkpoint
+    ckpt = resume_checkpoint(path, args.env_id, stage, args.seed) if args.resume else None
+    if ckpt is not None:
+        model.load_state_dict(ckpt.get("raw_model", ckpt["model"]))
+        if ema is not None:
+            ema.module.load_state_dict(ckpt["model"])
+            ema.n_averaged.fill_(ckpt["step"])
+        opt.load_state_dict(ckpt["opt"])
+        load_rng_state(ckpt["rng_state"], device)
+        start, history = ckpt["step"], ckpt.get("history", [])
+        print(f"[{stage}] resuming {path} at step {start}")
+    plain_args = asdict(args)
+    writer = SummaryWriter(f"runs/{stage}_{args.env_id}_seed{args.seed}_{int(time.time())}")
+    writer.add_text("args", str(plain_args))
+    metrics, t0 = {}, time.time()
+
+    def save(step: int):
+        weights = {"model": ema.module.state_dict(), "raw_model": model.state_dict()} if ema else {"model": model.state_dict()}
+        atomic_torch_save({**weights, "config": model.config, "opt": opt.state_dict(),
+                           "step": step, "env_id": args.env_id, "args": plain_args, "metrics": metrics,
+                           "history": history, "rng_state": save_rng_state(device), **(meta or {})}, path)
+
+    bar = tqdm(range(start, args.total_steps), initial=start, total=args.total_steps, desc=stage, mininterval=2)
+    for step in bar:
+        idx = torch.randint(0, n, (args.batch_size,), device=device)
+        loss = loss_fn(model, {k: v[idx] for k, v in train.items()})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        if (step + 1) % 500 == 0:
+            writer.add_scalar(f"{stage}/loss", loss.item(), step + 1)
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.total_steps:
+            model.eval()
+            metrics = evaluate(ema.module if ema is not None else model, held_out)
+            model.train()
+            history.append({"step": step + 1, **metrics})
+            for k, v in metrics.items():
+                writer.add_scalar(f"{stage}/{k}", v, step + 1)
+            bar.write(f"[{stage}] step {step + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            save(step + 1)
+    metrics["seconds"] = time.time() - t0
+    print(f"[{stage}] {args.total_steps - start} steps in {metrics['seconds']:.0f}s; held-out "
+          + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "seconds") + f"; checkpoint {path}")
+    writer.close()
+    return metrics
