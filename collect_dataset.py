@@ -13,8 +13,18 @@ gymnasium `-v5` env, then
 written as Minari datasets `local/<env>/<kind>-v0`, with D4RL's reference scores in their metadata and
 the behaviour policy beside each dataset. Interrupted runs resume; a dataset is written into a
 hidden staging folder and moved into place only when complete. `common.load_dataset` finds them.
-`--env antmaze-umaze` (or -medium, -large) writes a small uniform-random dataset in the AntMaze
-env, so every AntMaze code path can be exercised; the D4RL planner recipe is not implemented.
+
+    python collect_dataset.py --env antmaze          # umaze, umaze-diverse, medium-play, medium-diverse
+    python collect_dataset.py --env antmaze-umaze    # only the umaze sets (-medium, -large likewise)
+
+AntMaze the way D4RL and Minari made theirs: a goal-reaching ant (SB3 SAC on an open floor with random
+nearby goals; input = the 27-d ant observation + the goal vector in the torso's heading frame) driven
+through the evaluation maze by a waypoint planner (BFS over the maze's cells), with Gaussian action
+noise 0.2. `umaze` = the evaluation goal from the start cell; `diverse` = a new random goal cell after
+each success (random start cells); `play` = goals from a short hand-picked list. Episodes are cut at
+each success (a truncation: the maze task continues), after the maze's episode limit without one, or
+when the ant has flipped over. Dict observations, sparse rewards and info["success"] are stored as
+Minari's; the datasets' eval_env_spec is the evaluation maze of `common.make_env`.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import os
 import shutil
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -31,12 +42,13 @@ import numpy as np
 import tyro
 
 from common import (
-    ENV_IDS,
+    ANTMAZE_MAX_EPISODE_STEPS,
     MUJOCO_ENVS,
     REF_SCORES,
     datasets_root,
     make_env,
     normalized_score,
+    require,
     seed_everything,
 )
 
@@ -59,7 +71,7 @@ def write_minari_dataset(dataset_id: str, episodes: list[dict], env_spec, ref: t
     try:
         minari.create_dataset_from_buffers(
             dataset_id, buffer=[EpisodeBuffer(**e) for e in episodes], env=env_spec, eval_env=env_spec,
-            algorithm_name="SB3-SAC (D4RL recipe)", code_permalink="collect_dataset.py", author="itpo",
+            algorithm_name="SB3-SAC (D4RL recipe)" if "antmaze" not in dataset_id else "SB3-SAC ant + BFS waypoints", code_permalink="collect_dataset.py", author="itpo",
             author_email="itpo@localhost", ref_min_score=ref[0], ref_max_score=ref[1],
             description=description,
         )
@@ -140,7 +152,8 @@ def replay_to_episodes(buffer, end: int) -> list[dict]:
 @dataclass
 class Args:
     env: str = "hopper"
-    """halfcheetah | hopper | walker2d (six D4RL datasets), or antmaze-umaze / -medium / -large (random data)"""
+    """halfcheetah | hopper | walker2d (six D4RL datasets); antmaze (umaze and medium sets), or antmaze-umaze /
+    antmaze-medium / antmaze-large (that maze's two sets)"""
     total_timesteps: int = 200_000
     """online SAC steps for the behaviour policy (D4RL used 1M; 200k gives a hopper expert near 3000)"""
     snapshot_every: int = 20_000
@@ -148,7 +161,8 @@ class Args:
     eval_episodes: int = 5
     """episodes per snapshot evaluation (stochastic actions)"""
     transitions: int = 100_000
-    """transitions in each of random, medium and expert (the replay sets are the buffer itself)"""
+    """transitions in each of random, medium and expert (the replay sets are the buffer itself), and in each
+    AntMaze dataset"""
     learning_starts: int = 5_000
     """SAC warm-up steps with random actions"""
     seed: int = 0
@@ -159,19 +173,30 @@ class Args:
     """Minari datasets root (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)"""
     device: str = "cpu"
     """device for SAC"""
+    ant_timesteps: int = 300_000
+    """AntMaze: SAC steps of the goal-reaching ant (Minari's: 30M on 16 envs; 300k ≈ 40 min on 2 busy CPU cores)"""
+    ant_envs: int = 4
+    """AntMaze: parallel envs of the ant's SAC, one gradient step per step of all of them (steps are cheap,
+    updates are not)"""
+    action_noise: float = 0.2
+    """AntMaze: std of the Gaussian noise added to the ant's actions while collecting (D4RL's and Minari's 0.2)"""
+    antmaze_eval_episodes: int = 10
+    """AntMaze: episodes from the start to the goal cell per maze that measure the behaviour's success rate"""
 
 
-def snapshot_callback(args: Args, work: str, progress: dict, writer):
-    """An SB3 callback: every `snapshot_every` steps save the policy, evaluate it, save the resume state."""
+def snapshot_callback(args: Args, work: str, progress: dict, writer, evaluate, total: int):
+    """An SB3 callback: every `snapshot_every` steps save the policy, evaluate it (`evaluate(model, step)` ->
+    {"return": ..., ...}), save the resume state."""
     from stable_baselines3.common.callbacks import BaseCallback
     from tqdm import tqdm
 
     class _Snapshot(BaseCallback):
         def _on_training_start(self):
-            self.bar = tqdm(total=args.total_timesteps, initial=self.num_timesteps, desc="SAC", mininterval=2)
+            self.t_save = time.time()  # SAC wall time is counted up to the last snapshot, so a resumed run adds up
+            self.bar = tqdm(total=total, initial=self.num_timesteps, desc="SAC", mininterval=2)
 
         def _on_step(self) -> bool:
-            self.bar.update(1)
+            self.bar.update(self.model.n_envs)
             return True
 
         def _on_rollout_end(self) -> None:
@@ -181,15 +206,18 @@ def snapshot_callback(args: Args, work: str, progress: dict, writer):
                 path = os.path.join(work, f"sac_step{step}.zip")
                 self.model.save(path + ".tmp.zip")
                 os.replace(path + ".tmp.zip", path)
-                ret = evaluate_sb3(self.model, args, step)
-                progress["snapshots"].append({"step": step, "return": ret, "path": path})
-                writer.add_scalar("collect/eval_return", ret, step)
-                self.bar.write(f"[collect] step {step}: eval return {ret:.1f}")
+                metrics = evaluate(self.model, step)
+                progress["snapshots"].append({"step": step, **metrics, "path": path})
+                for k, v in metrics.items():
+                    writer.add_scalar(f"collect/eval_{k}", v, step)
+                self.bar.write(f"[collect] step {step}: eval " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
                 self.model.save_replay_buffer(os.path.join(work, "replay_buffer.tmp.pkl"))
                 os.replace(os.path.join(work, "replay_buffer.tmp.pkl"), os.path.join(work, "replay_buffer.pkl"))
                 self.model.save(os.path.join(work, "sac_latest.tmp.zip"))
                 os.replace(os.path.join(work, "sac_latest.tmp.zip"), os.path.join(work, "sac_latest.zip"))
                 progress["step"] = step
+                progress["sac_seconds"] = progress.get("sac_seconds", 0.0) + time.time() - self.t_save
+                self.t_save = time.time()
                 _write_json(os.path.join(work, "progress.json"), progress)
 
         def _on_training_end(self):
@@ -198,7 +226,7 @@ def snapshot_callback(args: Args, work: str, progress: dict, writer):
     return _Snapshot()
 
 
-def evaluate_sb3(model, args: Args, step: int) -> float:
+def evaluate_sb3(model, args: Args, step: int) -> dict:
     env = make_env(f"{args.env}-random")
     rets = []
     for i in range(args.eval_episodes):
@@ -208,7 +236,7 @@ def evaluate_sb3(model, args: Args, step: int) -> float:
             obs, r, term, trunc, _ = env.step(model.predict(obs, deterministic=False)[0])
             ret, done = ret + r, term or trunc
         rets.append(ret)
-    return float(np.mean(rets))
+    return {"return": float(np.mean(rets))}
 
 
 def _write_json(path: str, obj) -> None:
@@ -217,21 +245,281 @@ def _write_json(path: str, obj) -> None:
     os.replace(path + ".tmp", path)
 
 
+# ---------------------------------------------------------------------------------------------
+# AntMaze: a goal-reaching ant driven through the maze by a waypoint planner (D4RL's and Minari's recipe)
+# ---------------------------------------------------------------------------------------------
+ANTMAZE_SETS = {"umaze": ["umaze", "umaze-diverse"], "medium": ["medium-play", "medium-diverse"],
+                "large": ["large-play", "large-diverse"]}
+# The play sets' hand-picked goal cells (row, col of common.ANTMAZE_MAPS), spread over the maze. The data's
+# rewards are those of its own goals, so the evaluation goal is among them.
+PLAY_GOALS = {"medium": [(1, 1), (2, 6), (3, 3), (5, 1), (6, 6)],
+              "large": [(1, 1), (1, 10), (3, 5), (5, 4), (7, 1), (7, 9)]}
+GOAL_RADIUS = 0.45  # gymnasium-robotics' success distance
+MAX_GOAL_DISTANCE = 6.0  # the ant trains on goals up to 6 m away; farther ones are seen at 6 m
+
+
+def policy_observation(observation: np.ndarray, xy: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The goal-reaching ant's input (29): the 27-d AntMaze ant observation and target − torso in the
+    torso's heading frame (yaw from the quaternion w, x, y, z at observation[1:5]), so that where to go does
+    not depend on where the ant faces (Minari's ant saw the world-frame vector and trained 30M steps)."""
+    w, x, y, z = observation[1:5]
+    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    delta = np.asarray(target) - xy
+    dx, dy = delta * min(1.0, MAX_GOAL_DISTANCE / (np.linalg.norm(delta) + 1e-8))
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.concatenate([observation, [c * dx + s * dy, c * dy - s * dx]]).astype(np.float32)
+
+
+def flipped(observation: np.ndarray) -> bool:
+    """The torso's up axis points down (z of the rotated axis = 1 − 2(x² + y²)): an ant on its back stays there."""
+    x, y = observation[2:4]
+    return bool(1 - 2 * (x * x + y * y) < 0)
+
+
+class GoalReachAnt(gym.Wrapper):
+    """Ant-v5 on an open floor chasing goals 0.5–6 m away in random directions; a goal reached (within
+    GOAL_RADIUS) is replaced at once. Reward: progress_weight × the torso's velocity towards the goal + Ant-v5's
+    survival reward and control and contact costs + goal_bonus per goal. The same ant as AntMaze's (whose
+    observation is Ant-v5's without x, y), without walls to learn around: walls are the planner's job."""
+
+    def __init__(self, max_episode_steps: int = 500, progress_weight: float = 4.0, goal_bonus: float = 10.0):
+        super().__init__(gym.make("Ant-v5", exclude_current_positions_from_observation=False,
+                                  include_cfrc_ext_in_observation=False, max_episode_steps=max_episode_steps))
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (29,), np.float32)
+        self.progress_weight, self.goal_bonus = progress_weight, goal_bonus
+
+    def _new_goal(self, xy: np.ndarray) -> np.ndarray:
+        angle, distance = self.np_random.uniform(0, 2 * np.pi), self.np_random.uniform(0.5, MAX_GOAL_DISTANCE)
+        return xy + distance * np.array([np.cos(angle), np.sin(angle)])
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.goal = self._new_goal(obs[:2])
+        return policy_observation(obs[2:], obs[:2], self.goal), info
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        to_goal = self.goal - obs[:2]
+        distance = np.linalg.norm(to_goal)
+        towards = np.array([info["x_velocity"], info["y_velocity"]]) @ to_goal / max(distance, 1e-8)
+        reward = self.progress_weight * towards + info["reward_survive"] + info["reward_ctrl"] + info["reward_contact"]
+        info["success"] = bool(distance <= GOAL_RADIUS)
+        if info["success"]:
+            reward += self.goal_bonus
+            self.goal = self._new_goal(obs[:2])
+        return policy_observation(obs[2:], obs[:2], self.goal), float(reward), terminated, truncated, info
+
+
+def evaluate_goal_ant(model, args: Args, step: int) -> dict:
+    """The deterministic ant on the open floor: goals reached per 500-step episode and the shaped return."""
+    env, goals, returns = GoalReachAnt(), [], []
+    for i in range(args.eval_episodes):
+        obs, _ = env.reset(seed=10_000 + 100 * i + step)
+        done, n, ret = False, 0, 0.0
+        while not done:
+            obs, r, term, trunc, info = env.step(model.predict(obs, deterministic=True)[0])
+            n, ret, done = n + info["success"], ret + r, term or trunc
+        goals.append(n)
+        returns.append(ret)
+    env.close()
+    return {"return": float(np.mean(returns)), "goals": float(np.mean(goals))}
+
+
+class WaypointPlanner:
+    """D4RL's waypoint controller on the maze grid. A breadth-first search from the goal cell gives every
+    free cell its next cell on a shortest path; the target is the centre of the next cell of the path, the
+    next one once the torso is within `switch_radius` of it (not at the cell's edge, so that the ant does
+    not cut corners into walls), and the goal itself in the goal's cell. Replans when the goal changes or
+    the ant strays off the path."""
+
+    def __init__(self, maze, switch_radius: float = 1.5):
+        self.maze, self.switch_radius = maze, switch_radius
+        self.free = {(i, j) for i, row in enumerate(maze.maze_map) for j, c in enumerate(row) if c != 1}
+        self._toward = {}  # goal cell -> {cell: its next cell towards the goal}
+        self.goal_cell = self.waypoint = self.leaving = None
+
+    def next_cells(self, goal: tuple) -> dict:
+        if goal not in self._toward:
+            toward, frontier = {goal: goal}, deque([goal])
+            while frontier:
+                i, j = frontier.popleft()
+                for cell in ((i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)):
+                    if cell in self.free and cell not in toward:
+                        toward[cell] = (i, j)
+                        frontier.append(cell)
+            self._toward[goal] = toward
+        return self._toward[goal]
+
+    def cell(self, xy: np.ndarray) -> tuple:
+        return tuple(int(v) for v in self.maze.cell_xy_to_rowcol(np.asarray(xy)))
+
+    def centre(self, cell: tuple) -> np.ndarray:
+        return self.maze.cell_rowcol_to_xy(np.array(cell))
+
+    def target(self, xy: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
+        goal, here = self.cell(goal_xy), self.cell(xy)
+        toward = self.next_cells(goal)
+        if goal != self.goal_cell or here not in (self.waypoint, self.leaving):
+            self.goal_cell, self.leaving, self.waypoint = goal, here, toward.get(here, goal)
+        if self.waypoint != goal and np.linalg.norm(self.centre(self.waypoint) - xy) <= self.switch_radius:
+            self.leaving, self.waypoint = self.waypoint, toward[self.waypoint]
+        return np.asarray(goal_xy) if self.waypoint == goal else self.centre(self.waypoint)
+
+
+def goal_reaching_action(model, planner: WaypointPlanner, obs: dict, noise: float, rng) -> np.ndarray:
+    """The behaviour: the ant's deterministic action towards the planner's target + N(0, noise²), clipped to [-1, 1]."""
+    target = planner.target(obs["achieved_goal"], obs["desired_goal"])
+    action = model.predict(policy_observation(obs["observation"], obs["achieved_goal"], target), deterministic=True)[0]
+    return np.clip(action + noise * rng.standard_normal(action.shape), -1.0, 1.0).astype(np.float32)
+
+
+def behaviour_success_rate(model, size: str, args: Args, noise: float) -> float:
+    """Success rate of the behaviour on the evaluation task: the start cell to the goal cell within the
+    episode limit of the evaluation maze."""
+    env, rng, successes = make_env(f"antmaze-{ANTMAZE_SETS[size][0]}", flatten=False), np.random.default_rng(args.seed), 0
+    for i in range(args.antmaze_eval_episodes):
+        obs, _ = env.reset(seed=args.seed + 20_000 + i)
+        planner = WaypointPlanner(env.unwrapped.maze)
+        for _ in range(env.spec.max_episode_steps):
+            obs, _, _, _, info = env.step(goal_reaching_action(model, planner, obs, noise, rng))
+            if info["success"]:
+                successes += 1
+                break
+    env.close()
+    return successes / args.antmaze_eval_episodes
+
+
+def collect_antmaze_dataset(kind: str, model, args: Args, seed: int) -> tuple[list[dict], dict]:
+    """`args.transitions` steps of the behaviour in the evaluation maze of antmaze-<kind>, as Minari episodes
+    (dict observations, sparse rewards, info["success"]). An episode ends at a success (the ant walks on to a
+    new goal, or for umaze restarts), after the maze's episode limit, or when the ant has flipped; the maze
+    task never terminates, so every end is a truncation."""
+    size = kind.split("-")[0]
+    env = make_env(f"antmaze-{kind}", flatten=False)
+    maze_env, rng = env.unwrapped, np.random.default_rng(seed)  # stepped directly: episodes are ours to cut
+    planner = WaypointPlanner(maze_env.maze)
+    marks = {c: (i, j) for i, row in enumerate(maze_env.maze.maze_map) for j, c in enumerate(row) if isinstance(c, str)}
+    cells, limit = sorted(planner.free), ANTMAZE_MAX_EPISODE_STEPS[size]
+
+    def pick_goal(here: tuple) -> tuple:
+        if kind == size:  # umaze: the evaluation goal, every episode
+            return marks["g"]
+        choices = [c for c in (PLAY_GOALS[size] if kind.endswith("play") else cells) if c != here]
+        return choices[rng.integers(len(choices))]
+
+    def reset():
+        here = cells[rng.integers(len(cells))] if kind.endswith("diverse") else marks["r"]
+        return maze_env.reset(seed=int(rng.integers(2**31)),
+                              options={"reset_cell": np.array(here), "goal_cell": np.array(pick_goal(here))})
+
+    def new_episode(obs, info):
+        return {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": [],
+                "infos": [bool(info["success"])]}
+
+    episodes, ends = [], {"success": 0, "timeout": 0, "flipped": 0, "budget": 0}
+    obs, info = reset()
+    ep = new_episode(obs, info)
+    for t in range(args.transitions):
+        action = goal_reaching_action(model, planner, obs, args.action_noise, rng)
+        obs, reward, terminated, _, info = maze_env.step(action)
+        end = ("success" if info["success"] else "flipped" if flipped(obs["observation"])
+               else "timeout" if len(ep["actions"]) + 1 >= limit else "budget" if t == args.transitions - 1 else None)
+        for k, v in (("actions", action), ("rewards", reward), ("terminations", terminated),
+                     ("truncations", end is not None), ("observations", obs), ("infos", bool(info["success"]))):
+            ep[k].append(v)
+        if end is None:
+            continue
+        ends[end] += 1
+        episodes.append(_stack_episode(ep, len(episodes)))
+        episodes[-1]["infos"] = {"success": episodes[-1]["infos"]}
+        if end == "success" and kind != size:  # on to a new goal (another cell) from where the ant stands
+            goal = pick_goal(planner.cell(obs["desired_goal"]))
+            maze_env.goal = maze_env.add_xy_position_noise(planner.centre(goal))
+            maze_env.update_target_site_pos()
+            obs, info = {**obs, "desired_goal": maze_env.goal.copy()}, {"success": False}
+        else:
+            obs, info = reset()
+        ep = new_episode(obs, info)
+    env.close()
+    stats = {"transitions": args.transitions, "episodes": len(episodes), "ends": ends,
+             "success_fraction": ends["success"] / len(episodes),
+             "successes_per_1k_steps": 1000 * ends["success"] / args.transitions}
+    return episodes, stats
+
+
 def collect_antmaze(args: Args) -> None:
-    """A uniform-random dataset in the AntMaze evaluation maze (not D4RL's planner data)."""
-    env_id = args.env if args.env in ENV_IDS else f"{args.env}-diverse"
-    size = env_id.split("-")[1]
-    dataset_id = f"local/antmaze/{size}-random-v0"
-    if dataset_id in __import__("minari").list_local_datasets():
-        print(f"[collect] {dataset_id} exists; nothing to do")
-        return
-    env = make_env(env_id, flatten=False)  # dict observations, as Minari stores them
-    env.action_space.seed(args.seed)
-    episodes, _ = rollout_episodes(env, lambda o: env.action_space.sample(), args.transitions, args.seed)
-    write_minari_dataset(dataset_id, episodes, env.spec, REF_SCORES["antmaze"],
-                         f"uniform random actions in the {size} AntMaze evaluation maze")
-    print(f"[collect] wrote {dataset_id}: {args.transitions} transitions, {len(episodes)} episodes. "
-          f"Use it with --env-id {env_id} --dataset-id {dataset_id}")
+    """Train (or resume) the goal-reaching ant, measure the behaviour per maze, write the datasets."""
+    import minari
+    from stable_baselines3.common.env_util import make_vec_env
+    from torch.utils.tensorboard import SummaryWriter
+
+    sizes = ["umaze", "medium"] if args.env == "antmaze" else [args.env.split("-", 1)[1]]
+    require(all(s in ANTMAZE_SETS for s in sizes),
+            f"unknown --env {args.env!r}; AntMaze: antmaze, antmaze-umaze, antmaze-medium or antmaze-large")
+    require(args.snapshot_every % args.ant_envs == 0 and args.ant_timesteps % args.snapshot_every == 0,
+            f"--ant-timesteps ({args.ant_timesteps}) must be a multiple of --snapshot-every ({args.snapshot_every}), "
+            f"and that a multiple of --ant-envs ({args.ant_envs})")
+    work = os.path.join(args.work_dir, "antmaze", f"seed{args.seed}")
+    os.makedirs(work, exist_ok=True)
+    writer = SummaryWriter(f"runs/collect_antmaze_seed{args.seed}")
+    progress_file = os.path.join(work, "progress.json")
+    progress = json.load(open(progress_file)) if os.path.exists(progress_file) else {"step": 0, "snapshots": []}
+    t0 = time.time()
+
+    # 1. The goal-reaching ant: SAC on the open floor, a few envs, one update per step of all of them.
+    envs = make_vec_env(GoalReachAnt, n_envs=args.ant_envs, seed=args.seed)
+    model = train_sac(envs, args.ant_timesteps, args, work, progress, writer,
+                      lambda m, step: evaluate_goal_ant(m, args, step), gamma=0.98)
+    final = progress["snapshots"][-1]
+    print(f"[collect] goal-reaching ant: {final['step']} SAC steps ({args.ant_envs} envs) in "
+          f"{progress['sac_seconds'] / 60:.1f} min; {final['goals']:.1f} goals per 500 steps on the open floor")
+
+    # 2. Per maze: the behaviour's success rate on the evaluation task, then the datasets.
+    behaviour, stats = progress.setdefault("behaviour", {}), progress.setdefault("datasets", {})
+    for size in sizes:
+        if size not in behaviour:
+            behaviour[size] = {"episodes": args.antmaze_eval_episodes,
+                               "success_rate": behaviour_success_rate(model, size, args, args.action_noise),
+                               "success_rate_without_noise": behaviour_success_rate(model, size, args, 0.0)}
+            _write_json(progress_file, progress)
+        print(f"[collect] behaviour in the {size} evaluation maze (start to goal): {behaviour[size]}")
+        for kind in ANTMAZE_SETS[size]:
+            dataset_id = f"local/antmaze/{kind}-v0"
+            if dataset_id in minari.list_local_datasets():
+                continue
+            episodes, stats[kind] = collect_antmaze_dataset(kind, model, args, seed=args.seed + len(stats) + 1)
+            description = (f"D4RL-style antmaze-{kind}: SB3-SAC goal-reaching ant ({final['step']} steps) driven by "
+                           f"BFS waypoints, action noise {args.action_noise}; episodes cut at each success")
+            write_minari_dataset(dataset_id, episodes, make_env(f"antmaze-{kind}", flatten=False).spec,
+                                 REF_SCORES["antmaze"], description, final["path"])
+            _write_json(progress_file, progress)
+            print(f"[collect] wrote {dataset_id}: {stats[kind]}")
+    progress["total_seconds"] = progress.get("total_seconds", 0.0) + time.time() - t0
+    _write_json(progress_file, progress)
+    for kind, s in stats.items():
+        writer.add_text(f"datasets/{kind}", json.dumps(s))
+    writer.close()
+
+
+def train_sac(env, total: int, args: Args, work: str, progress: dict, writer, evaluate, **sac_kwargs):
+    """Online SAC to `total` steps with a snapshot every `snapshot_every` (`snapshot_callback`); resumes from
+    the last snapshot's model and replay buffer."""
+    from stable_baselines3 import SAC
+
+    if progress["step"] > 0:
+        print(f"[collect] resuming SAC at step {progress['step']}")
+        model = SAC.load(os.path.join(work, "sac_latest.zip"), env=env, device=args.device)
+        model.load_replay_buffer(os.path.join(work, "replay_buffer.pkl"))
+        # learn() restarts the env: the episode in progress at the snapshot was cut, a truncation.
+        last = (model.replay_buffer.pos - 1) % model.replay_buffer.buffer_size
+        model.replay_buffer.dones[last] = model.replay_buffer.timeouts[last] = 1.0
+    else:
+        model = SAC("MlpPolicy", env, buffer_size=total, learning_starts=args.learning_starts,
+                    seed=args.seed, device=args.device, verbose=0, **sac_kwargs)
+    if progress["step"] < total:
+        model.learn(total - progress["step"], reset_num_timesteps=False,
+                    callback=snapshot_callback(args, work, progress, writer, evaluate, total))
+    return model
 
 
 def main(args: Args) -> None:
@@ -245,7 +533,8 @@ def main(args: Args) -> None:
     if args.env.startswith("antmaze"):
         return collect_antmaze(args)
     if args.env not in MUJOCO_ENVS:
-        sys.exit(f"error: unknown --env {args.env!r}; choose one of {list(MUJOCO_ENVS)} or antmaze-umaze/-medium/-large")
+        sys.exit(f"error: unknown --env {args.env!r}; choose one of {list(MUJOCO_ENVS)}, antmaze or "
+                 f"antmaze-umaze/-medium/-large")
 
     work = os.path.join(args.work_dir, args.env, f"seed{args.seed}")
     os.makedirs(work, exist_ok=True)
@@ -255,21 +544,8 @@ def main(args: Args) -> None:
     t0 = time.time()
 
     # 1. Online SAC with snapshots; resumes from the last snapshot's model and replay buffer.
-    env = make_env(f"{args.env}-random")
-    if progress["step"] > 0:
-        print(f"[collect] resuming SAC at step {progress['step']}")
-        model = SAC.load(os.path.join(work, "sac_latest.zip"), env=env, device=args.device)
-        model.load_replay_buffer(os.path.join(work, "replay_buffer.pkl"))
-        # learn() restarts the env: the episode in progress at the snapshot was cut, a truncation.
-        last = (model.replay_buffer.pos - 1) % model.replay_buffer.buffer_size
-        model.replay_buffer.dones[last] = model.replay_buffer.timeouts[last] = 1.0
-    else:
-        model = SAC("MlpPolicy", env, buffer_size=args.total_timesteps, learning_starts=args.learning_starts,
-                    seed=args.seed, device=args.device, verbose=0)
-    if progress["step"] < args.total_timesteps:
-        model.learn(args.total_timesteps - progress["step"], reset_num_timesteps=False,
-                    callback=snapshot_callback(args, work, progress, writer))
-    progress["sac_seconds"] = progress.get("sac_seconds", 0.0) + time.time() - t0
+    model = train_sac(make_env(f"{args.env}-random"), args.total_timesteps, args, work, progress, writer,
+                      lambda m, step: evaluate_sb3(m, args, step))
 
     # 2. Pick the snapshots: final, and "medium" = eval return nearest one third of the final's.
     snaps = progress["snapshots"]

@@ -42,10 +42,13 @@ REF_SCORES = {
     "antmaze": (0.0, 1.0),  # success rate
 }
 
-# AntMaze evaluation mazes as D4RL had them: fixed start (r) and goal (g) cells.
+# AntMaze evaluation mazes, as Minari's D4RL AntMaze datasets declare them in their eval_env_spec
+# (minari-dataset-generation-scripts, scripts/D4RL/antmaze/create_antmaze_dataset.py, EVAL_ENV_MAPS):
+# start cell r, goal cell g. Minari's umaze evaluation maze is the mirror image of the maze its umaze
+# data were collected in (Minari issue #304); the published sets are evaluated in it all the same.
 _r, _g = "r", "g"
 ANTMAZE_MAPS = {
-    "umaze": [[1, 1, 1, 1, 1], [1, _r, 0, 0, 1], [1, 1, 1, 0, 1], [1, _g, 0, 0, 1], [1, 1, 1, 1, 1]],
+    "umaze": [[1, 1, 1, 1, 1], [1, 0, 0, _r, 1], [1, 0, 1, 1, 1], [1, 0, 0, _g, 1], [1, 1, 1, 1, 1]],
     "medium": [
         [1, 1, 1, 1, 1, 1, 1, 1],
         [1, _r, 0, 1, 1, 0, 0, 1],
@@ -64,10 +67,13 @@ ANTMAZE_MAPS = {
         [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1],
         [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
         [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1],
-        [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, _g, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1, 0, _g, 0, 1],
         [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
     ],
 }
+# D4RL's episode limits (and gymnasium-robotics' registered ones): 700 steps in the umaze, 1000 otherwise.
+ANTMAZE_MAX_EPISODE_STEPS = {"umaze": 700, "medium": 1000, "large": 1000}
+ANTMAZE_GYM_IDS = {"umaze": "AntMaze_UMaze-v5", "medium": "AntMaze_Medium-v5", "large": "AntMaze_Large-v5"}
 
 
 def require(condition: bool, message: str) -> None:
@@ -87,31 +93,89 @@ def require_positive(args, *fields: str) -> None:
 def parse_env_id(env_id: str) -> tuple[str, str]:
     """'hopper-medium-replay' -> ('hopper', 'medium-replay'); exits with the valid names if unknown."""
     if env_id not in ENV_IDS:
-        sys.exit(f"error: unknown --env-id {env_id!r}. Valid names:\n  " + "\n  ".join(ENV_IDS))
+        sys.exit(f"error: unknown --env-id {env_id!r}; valid names: {', '.join(ENV_IDS)}")
     env, kind = env_id.split("-", 1)
     return env, kind
 
 
 def make_env(env_id: str, flatten: bool = True, **kwargs) -> gym.Env:
-    """The gymnasium env of a D4RL name (AntMaze: the D4RL evaluation maze, its dict observations
-    flattened unless flatten=False)."""
+    """The gymnasium env of a D4RL name (AntMaze: our hand-written evaluation maze, its dict observations
+    flattened unless flatten=False). Evaluation goes through `make_eval_env_fn`, which prefers the
+    dataset's own eval_env_spec for AntMaze."""
     env, kind = parse_env_id(env_id)
     if env in MUJOCO_ENVS:
         return gym.make(MUJOCO_ENVS[env], **kwargs)
     import gymnasium_robotics
 
     gym.register_envs(gymnasium_robotics)
-    size = kind.split("-")[0]
+    size = antmaze_size(env_id)
     maze_env = gym.make(
-        {"umaze": "AntMaze_UMaze-v5", "medium": "AntMaze_Medium-v5", "large": "AntMaze_Large-v5"}[size],
+        ANTMAZE_GYM_IDS[size],
         maze_map=ANTMAZE_MAPS[size],
         continuing_task=True,
         reset_target=False,
-        max_episode_steps=1000,
+        max_episode_steps=ANTMAZE_MAX_EPISODE_STEPS[size],
         include_cfrc_ext_in_observation=False,  # 27-d ant observation, as D4RL's and Minari's datasets
         **kwargs,
     )
     return gym.wrappers.FlattenObservation(maze_env) if flatten else maze_env
+
+
+def antmaze_size(env_id: str) -> str:
+    """'antmaze-medium-play' -> 'medium'."""
+    return parse_env_id(env_id)[1].split("-")[0]
+
+
+def make_eval_env_fn(env_id: str, dataset_id: str | None = None, dataset=None, verbose: bool = True):
+    """The one rule for the evaluation env: returns `make(**kwargs) -> env`.
+
+    AntMaze: the env the dataset declares for evaluation (its eval_env_spec, else its env_spec), so a
+    published dataset is evaluated in the benchmark's maze, start, goal and episode limit, and a local
+    one in the spec collect_dataset.py wrote; D4RL's limit (700 umaze, 1000 otherwise) where the spec
+    has none; observations flattened. `dataset` is the loaded MinariDataset, else it is resolved from
+    (env_id, dataset_id). MuJoCo: `make_env(env_id)`."""
+    env, _ = parse_env_id(env_id)
+    if env in MUJOCO_ENVS:
+        return lambda **kw: make_env(env_id, **kw)
+    if dataset is None:
+        import minari
+
+        ids, source = resolve_dataset(env_id, dataset_id)
+        dataset = minari.load_dataset(ids[0], download=(source == "download"))
+    import gymnasium_robotics
+
+    gym.register_envs(gymnasium_robotics)
+    limit = ANTMAZE_MAX_EPISODE_STEPS[antmaze_size(env_id)]
+
+    def make(flatten: bool = True, **kwargs) -> gym.Env:
+        maze_env = dataset.recover_environment(eval_env=True, **kwargs)  # its eval_env_spec, else its env_spec
+        if maze_env.spec is None or maze_env.spec.max_episode_steps is None:
+            maze_env = gym.wrappers.TimeLimit(maze_env, limit)
+        return gym.wrappers.FlattenObservation(maze_env) if flatten else maze_env
+
+    if verbose:
+        probe = make()
+        info = describe_env(probe)
+        probe.close()
+        cells = f", start {info.get('reset_cells')}, goal {info.get('goal_cells')}" if "maze_map" in info else ""
+        print(f"[eval] {env_id}: {info['id']} from the eval_env_spec of {dataset.id}, "
+              f"{info['max_episode_steps']} steps{cells}")
+    return make
+
+
+def describe_env(env: gym.Env) -> dict:
+    """What an evaluation env is, read from the env itself: gymnasium id, episode limit and, for a maze,
+    the map it built with its start (r) and goal (g) cells."""
+    spec = env.spec
+    info = {"id": spec.id if spec else type(env.unwrapped).__name__,
+            "max_episode_steps": spec.max_episode_steps if spec else None}
+    maze = getattr(env.unwrapped, "maze", None)
+    if maze is not None:
+        maze_map = [[c if isinstance(c, str) else int(c) for c in row] for row in maze.maze_map]
+        cells = lambda mark: [[i, j] for i, row in enumerate(maze_map) for j, c in enumerate(row) if c in mark]  # noqa: E731
+        info.update(maze_map=maze_map, reset_cells=cells(("r", "c")), goal_cells=cells(("g", "c")),
+                    continuing_task=bool(env.unwrapped.continuing_task), reset_target=bool(env.unwrapped.reset_target))
+    return info
 
 
 def flatten_observations(observations, observation_space: gym.Space) -> np.ndarray:
@@ -179,7 +243,7 @@ def resolve_dataset(env_id: str, dataset_id: str | None = None) -> tuple[list[st
         return remote, "download"
     sys.exit(
         f"error: no dataset for {env_id}: {local_id} is not under MINARI_DATASETS_PATH={datasets_root()} "
-        f"and Minari publishes none.\nMake it with:  {collect_command(env_id)}\n"
+        f"and Minari publishes none; make it with: {collect_command(env_id)} "
         f"(or point MINARI_DATASETS_PATH to the folder where you made it)"
     )
 
@@ -200,7 +264,7 @@ def episodes_to_arrays(episodes, observation_space: gym.Space) -> dict[str, np.n
 
 
 def load_dataset(env_id: str, dataset_id: str | None = None, verbose: bool = True):
-    """Arrays of one D4RL dataset, its evaluation env maker and normalised-score function.
+    """Arrays of one D4RL dataset, its evaluation env maker (`make_eval_env_fn`) and normalised-score function.
 
     Returns (data, make_eval_env, score) with data a dict of float32 arrays
     observations [N, obs_dim], actions [N, act_dim], rewards [N], next_observations [N, obs_dim],
@@ -217,7 +281,8 @@ def load_dataset(env_id: str, dataset_id: str | None = None, verbose: bool = Tru
         part = episodes_to_arrays(ds.iterate_episodes(), ds.observation_space)
         data = part if not data else {k: np.concatenate([data[k], part[k]]) for k in data}
 
-    env = make_env(env_id)
+    make_eval_env = make_eval_env_fn(env_id, dataset=datasets[0], verbose=verbose)
+    env = make_eval_env()
     want = (env.observation_space.shape[0], env.action_space.shape[0])
     got = (data["observations"].shape[1], data["actions"].shape[1])
     env.close()
@@ -231,7 +296,7 @@ def load_dataset(env_id: str, dataset_id: str | None = None, verbose: bool = Tru
             f"[data] {len(data['rewards'])} transitions, obs_dim {got[0]}, act_dim {got[1]}, "
             f"{int(data['terminals'].sum())} terminals, {int(data['timeouts'].sum())} timeouts"
         )
-    return data, (lambda **kw: make_env(env_id, **kw)), (lambda returns: normalized_score(env_id, returns))
+    return data, make_eval_env, (lambda returns: normalized_score(env_id, returns))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,16 +339,16 @@ def load_checkpoint(path: str, env_id: str, stage: str, seed: int = 0) -> dict:
     that makes the right one."""
     remake = make_command(stage, env_id, seed)
     if not os.path.exists(path):
-        sys.exit(f"error: no {stage} checkpoint at {path}. Make it with:\n  {remake}")
+        sys.exit(f"error: no {stage} checkpoint at {path}; make it with: {remake}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, a text file, a pickle of foreign classes, ...
         sys.exit(f"error: {path} is not a readable {stage} checkpoint ({type(err).__name__}). "
-                 f"Remake it with:\n  {remake}")
+                 f"Remake it with: {remake}")
     if not isinstance(ckpt, dict) or ckpt.get("env_id") != env_id:
         found = ckpt.get("env_id") if isinstance(ckpt, dict) else type(ckpt).__name__
         sys.exit(f"error: {path} was trained on {found!r}, not {env_id!r}. "
-                 f"Point to the right file or make one with:\n  {remake}")
+                 f"Point to the right file or make one with: {remake}")
     return ckpt
 
 
@@ -319,7 +384,7 @@ def run_episodes(make_env, env_id: str, seeds: list[int], act, max_episode_steps
     """Run one episode per seed, all envs in lockstep. `act(obs [N, d] float32, alive [N] bool)`
     returns actions [N, act_dim]; only the alive rows are used (finished episodes keep their row,
     so `act` always sees N rows). AntMaze episodes end at the first success, as D4RL's did.
-    Returns per-episode returns, lengths, successes and score outcomes."""
+    Returns per-episode returns, lengths, successes, score outcomes and the env (`describe_env`)."""
     envs = [make_env() for _ in seeds]
     obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)]).astype(np.float32)
     alive = np.ones(len(seeds), bool)
@@ -341,11 +406,12 @@ def run_episodes(make_env, env_id: str, seeds: list[int], act, max_episode_steps
         if on_step is not None:
             on_step()
     bar.close()
+    described = describe_env(envs[0])
     for env in envs:
         env.close()
     outcomes = [episode_outcome(env_id, r, s) for r, s in zip(returns, successes)]
     return {"returns": returns.tolist(), "lengths": lengths.tolist(), "successes": successes.tolist(),
-            "outcomes": outcomes}
+            "outcomes": outcomes, "env": described}
 
 
 # ---------------------------------------------------------------------------------------------

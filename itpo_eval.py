@@ -33,7 +33,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from common import (
     checkpoint_path,
-    make_env,
+    make_eval_env_fn,
     normalized_score,
     parse_env_id,
     require,
@@ -50,6 +50,8 @@ from train_reward import load_reward
 class Args:
     env_id: str = "hopper-medium-replay"
     """D4RL short name"""
+    dataset_id: str | None = None
+    """explicit Minari dataset id; AntMaze is evaluated in the env this dataset declares (default: resolved from --env-id)"""
     seed: int = 0
     """seed of the checkpoints to load and of the imagination noise"""
     horizon: int = 5
@@ -248,7 +250,7 @@ class ITPOAgent:
             self.reset(active)
         if self.adapt:
             noise_shape = (len(obs), self.args.particles, self.args.horizon, *self.world.noise_shape)
-            eps = torch.randn(noise_shape, generator=self.generator, device=dev)  # fresh, fixed over the E steps
+            eps = torch.randn(noise_shape, generator=self.generator, device=dev, dtype=s0.dtype)  # fixed over the E steps
             if self.args.compile and str(dev).startswith("cuda"):
                 torch.compiler.cudagraph_mark_step_begin()
             params, moments, steps, stats = self.adapt_step(self.params, self.moments, self.steps, s0, eps, active)
@@ -267,8 +269,10 @@ class ITPOAgent:
 # Evaluation
 # ---------------------------------------------------------------------------------------------
 def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: str) -> dict:
-    """Run the episodes with `agent`; per-episode returns and scores, and wall seconds per step."""
+    """Run the episodes with `agent` in the dataset's evaluation env (`make_eval_env_fn`); per-episode returns
+    and scores, wall seconds per step, and the env they ran in."""
     seeds = list(range(args.eval_seed, args.eval_seed + args.episodes))
+    make_env = make_eval_env_fn(args.env_id, args.dataset_id, verbose=tag == "itpo")
     agent.reset(torch.ones(args.episodes, dtype=torch.bool, device=args.device))  # a new episode: pretrained ψ
     counter = {"t": 0, "last": time.time()}
 
@@ -281,8 +285,7 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
         counter["t"], counter["last"] = counter["t"] + 1, now
 
     t0 = time.time()
-    result = run_episodes(lambda: make_env(args.env_id), args.env_id, seeds, agent, args.max_episode_steps, on_step,
-                          progress=tag)
+    result = run_episodes(make_env, args.env_id, seeds, agent, args.max_episode_steps, on_step, progress=tag)
     wall = time.time() - t0
     scores = normalized_score(args.env_id, result["outcomes"])
     summary = {
@@ -293,7 +296,11 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
         "seconds_per_step": wall / max(counter["t"], 1),
         "seconds_per_env_step": wall / max(sum(result["lengths"]), 1),
         "skipped_updates": int(agent.skipped),
+        "env": result["env"],  # id, max_episode_steps and, for AntMaze, the maze with its start and goal cells
     }
+    if args.env_id.startswith("antmaze"):
+        print(f"[{tag}] success rate {np.mean(result['successes']):.2f} ({int(np.sum(result['successes']))}"
+              f"/{args.episodes}) in {result['env']['id']}")
     print(f"[{tag}] normalised score {summary['mean']:.1f} ± {summary['std']:.1f} over {args.episodes} episodes; "
           f"{summary['seconds_per_env_step'] * 1e3:.1f} ms per env step; {summary['skipped_updates']} skipped "
           f"(non-finite) updates")

@@ -327,7 +327,7 @@ def train(args: Args) -> dict:
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text("args", str(asdict(args)))
     eval_seeds = list(range(args.eval_seed, args.eval_seed + args.eval_episodes))
-    last_score = float("nan")
+    last_score, eval_env = float("nan"), None  # eval_env: the env evaluated in, as `describe_env` reads it
 
     def save(step: int):
         atomic_torch_save({
@@ -335,7 +335,7 @@ def train(args: Args) -> dict:
             "critic_target": critic_target_net.state_dict(), "actor_opt": actor_opt.state_dict(),
             "critic_opt": critic_opt.state_dict(), "step": step, "args": asdict(args), "env_id": args.env_id,
             "obs_dim": obs_dim, "act_dim": act_dim, "rng_state": save_rng_state(args.device), "score": last_score,
-            "history": history,
+            "history": history, "eval_env": eval_env,
         }, args.checkpoint)
 
     t0, t_log = time.time(), time.time()
@@ -358,7 +358,7 @@ def train(args: Args) -> dict:
             actor.eval()
             result = run_episodes(make_env, args.env_id, eval_seeds, actor_policy(actor, args.device))
             actor.train()
-            scores = score(result["outcomes"])
+            scores, eval_env = score(result["outcomes"]), result["env"]
             last_score = float(np.mean(scores))
             history.append({"step": step + 1, "score": last_score, "std": float(np.std(scores))})
             writer.add_scalar("eval/normalized_score", last_score, step + 1)

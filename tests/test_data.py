@@ -138,19 +138,3 @@ def test_collect_resumes_without_redoing_work(pipeline, capsys):
     cd.main(args)
     out = capsys.readouterr().out
     assert "resuming SAC at step 600" in out and "wrote" not in out
-
-
-def test_antmaze_random_dataset_loads_flattened(tmp_path, monkeypatch):
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-    cd.main(cd.Args(env="antmaze-umaze", transitions=60, seed=0))
-    data, make_env, score = common.load_dataset("antmaze-umaze", dataset_id="local/antmaze/umaze-random-v0",
-                                            verbose=False)
-    assert data["observations"].shape == (60, 31)
-    env, dict_env = make_env(), common.make_env("antmaze-umaze", flatten=False)
-    obs, _ = env.reset(seed=0)
-    raw, _ = dict_env.reset(seed=0)
-    assert obs.shape == (31,)
-    # our batched flattening matches gymnasium's FlattenObservation on the env's dict observation
-    np.testing.assert_allclose(common.flatten_observations(raw, dict_env.observation_space), obs, rtol=1e-6)
-    env.close()
-    assert score([1.0, 0.0, 1.0]).mean() == pytest.approx(200 / 3)

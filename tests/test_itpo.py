@@ -181,3 +181,110 @@ def test_adam_skipped_episode_keeps_its_moments(pipeline):
     for k in params:
         assert torch.equal(agent.params[k], params[k])
         assert torch.equal(agent.moments[k][0], moments[k][0]) and torch.equal(agent.moments[k][1], moments[k][1])
+
+
+# ---------------------------------------------------------------------------------------------
+# ITPOAgent, the loop users run: what one real step does to ψ, and which noise it uses
+# ---------------------------------------------------------------------------------------------
+def record_inner_steps(monkeypatch):
+    """Wrap itpo_eval.inner_step so that every call's ψ, noise and states are kept."""
+    calls, real = [], itpo_eval.inner_step
+
+    def recording(policy, params, critic, world, reward, s0, eps, gamma):
+        calls.append({"params": {k: v.detach().clone() for k, v in params.items()}, "eps": eps.clone(),
+                      "s0": s0.clone()})
+        return real(policy, params, critic, world, reward, s0, eps, gamma)
+
+    monkeypatch.setattr(itpo_eval, "inner_step", recording)
+    return calls
+
+
+def tiny_agent(step_size, optimizer="sgd", n=2, dtype=torch.float64, **kw):
+    actor, critic, world, reward = (m.to(dtype) for m in tiny_problem(termination=True))
+    args = itpo_eval.Args(particles=16, episodes=n, horizon=H, step_size=abs(step_size), optimizer=optimizer,
+                          device="cpu", **kw)
+    args.step_size = step_size  # a negative α is refused at parse time; the test sets it behind the parser's back
+    return itpo_eval.ITPOAgent(actor, critic, world, reward, args, GAMMA), actor
+
+
+@pytest.mark.parametrize("optimizer,step_size", [("sgd", 1e-4), ("adam", 1e-4)])
+def test_one_real_step_of_the_agent_raises_the_imagined_return(monkeypatch, optimizer, step_size):
+    obs = np.random.default_rng(0).normal(size=(2, D))
+    alive = np.array([True, True])
+    for sign in (1, -1):
+        calls = record_inner_steps(monkeypatch)
+        agent, actor = tiny_agent(sign * step_size, optimizer)
+        agent(obs, alive)
+        eps, s0 = calls[0]["eps"], calls[0]["s0"]
+        before = itpo_eval.imagine_rollout(agent.policy, stacked(actor, 2), agent.critic, agent.world, agent.reward,
+                                           s0, eps, GAMMA)
+        after = itpo_eval.imagine_rollout(agent.policy, agent.params, agent.critic, agent.world, agent.reward,
+                                          s0, eps, GAMMA)
+        assert torch.all(sign * (after - before) > 0), (optimizer, sign, before, after)
+
+
+def test_psi_is_carried_from_step_to_step_and_the_noise_is_fresh_per_state(monkeypatch):
+    calls = record_inner_steps(monkeypatch)
+    agent, actor = tiny_agent(1e-3, inner_steps=2)
+    obs, alive = np.random.default_rng(1).normal(size=(2, D)), np.array([True, True])
+    after = []
+    for _ in range(3):
+        agent(obs, alive)
+        after.append({k: v.clone() for k, v in agent.params.items()})
+    assert len(calls) == 6  # E = 2 inner steps at each of 3 real states
+    pretrained = stacked(actor, 2)
+    for k in pretrained:
+        torch.testing.assert_close(calls[0]["params"][k], pretrained[k], rtol=0, atol=0)
+        for t in (1, 2):  # the first inner step at real step t starts where real step t − 1 ended
+            torch.testing.assert_close(calls[2 * t]["params"][k], after[t - 1][k], rtol=0, atol=0)
+    assert not torch.equal(after[0]["net.0.weight"], pretrained["net.0.weight"])
+    for t in range(3):  # the same noise for the E inner steps of one real state ...
+        assert torch.equal(calls[2 * t]["eps"], calls[2 * t + 1]["eps"])
+    assert not torch.equal(calls[0]["eps"], calls[2]["eps"])  # ... and fresh noise at the next one
+    assert not torch.equal(calls[2]["eps"], calls[4]["eps"])
+
+
+def test_reset_every_step_restarts_from_the_pretrained_actor(monkeypatch):
+    calls = record_inner_steps(monkeypatch)
+    agent, actor = tiny_agent(1e-3, reset_every_step=True)
+    obs, alive = np.random.default_rng(2).normal(size=(2, D)), np.array([True, True])
+    for _ in range(3):
+        agent(obs, alive)
+    pretrained = stacked(actor, 2)
+    for call in calls:
+        for k in pretrained:
+            torch.testing.assert_close(call["params"][k], pretrained[k], rtol=0, atol=0)
+    assert not torch.equal(agent.params["net.0.weight"], pretrained["net.0.weight"])
+
+
+def test_a_finished_episode_keeps_its_slot_and_its_psi(monkeypatch):
+    agent, _ = tiny_agent(1e-3)
+    obs = np.random.default_rng(3).normal(size=(2, D))
+    agent(obs, np.array([True, True]))
+    frozen = {k: v[1].clone() for k, v in agent.params.items()}
+    actions = agent(obs, np.array([True, False]))
+    assert actions.shape == (2, M_ACT)
+    for k in frozen:
+        assert torch.equal(agent.params[k][1], frozen[k])
+    assert not torch.equal(agent.params["net.0.weight"][0], agent.pretrained["net.0.weight"])
+
+
+def test_a_non_finite_new_psi_is_skipped_like_a_non_finite_gradient():
+    agent, actor = tiny_agent(1e308, dtype=torch.float32)  # ψ + α·∇ψĴ overflows to ±inf in float32
+    obs = np.random.default_rng(4).normal(size=(2, D)).astype(np.float32)
+    actions = agent(obs, np.array([True, True]))
+    assert int(agent.skipped) == 2 and np.isfinite(actions).all()
+    for k, v in stacked(actor, 2).items():
+        assert torch.equal(agent.params[k], v)
+
+
+def test_compiled_step_equals_eager():
+    obs = np.random.default_rng(5).normal(size=(2, D))
+    eager, _ = tiny_agent(1e-3, inner_steps=2)
+    compiled, _ = tiny_agent(1e-3, inner_steps=2, compile=True)
+    for _ in range(2):
+        a_eager, a_compiled = eager(obs, np.array([True, True])), compiled(obs, np.array([True, False]))
+        np.testing.assert_allclose(a_compiled[0], a_eager[0], rtol=1e-6, atol=1e-8)
+    for k in eager.params:
+        torch.testing.assert_close(compiled.params[k][0], eager.params[k][0], rtol=1e-6, atol=1e-9)
+    assert not torch.equal(compiled.params["net.0.weight"][1], eager.params["net.0.weight"][1])

@@ -71,7 +71,27 @@ def test_time_sampling():
     assert abs((r == t).float().mean().item() - 0.75) < 0.02
 
 
-def test_loss_trains_and_itpo_uses_meanflow(pipeline):
+def test_tilt_weights_the_loss_as_weighting_each_transition_by_hand():
+    """meanflow_loss = mean_i (w_i / mean w) · ℓ_i: find each ℓ_i at a fixed seed with a one-hot tilt, then
+    check the loss of any tilt is the w-weighted mean of those per-transition losses."""
+    model = tiny()
+    n = 6
+    batch = {"observations": torch.randn(n, 3, dtype=torch.float64), "actions": torch.rand(n, 2, dtype=torch.float64),
+             "next_observations": torch.randn(n, 3, dtype=torch.float64)}
+    args = mf.Args()
+
+    def loss_with(tilt):
+        torch.manual_seed(3)
+        return mf.meanflow_loss(model, {**batch, "tilt": tilt}, args)
+
+    per_transition = torch.stack([loss_with(torch.eye(n, dtype=torch.float64)[i]) for i in range(n)])
+    weights = torch.tensor([0.1, 2.0, 0.5, 1.0, 3.0, 0.05], dtype=torch.float64)
+    torch.testing.assert_close(loss_with(weights), (weights / weights.sum() * per_transition).sum())
+    torch.testing.assert_close(loss_with(torch.ones(n, dtype=torch.float64)), per_transition.mean())
+    assert per_transition.std() > 0  # the transitions' losses differ, so the weighting matters
+
+
+def test_itpo_runs_with_the_meanflow_world_model(pipeline):
     ckpt = torch.load(pipeline["ckpt"]["meanflow"], weights_only=True)
     assert ckpt["tilt_temperature"] == 1.0 and ckpt["step"] == 50
     args = itpo_eval.Args(env_id=pipeline["env_id"], particles=4, episodes=2, max_episode_steps=10, device="cpu",

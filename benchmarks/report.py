@@ -1,0 +1,458 @@
+"""The table and figures of a sweep (benchmarks/sweep.py): ReBRAC against ITPO with each world model.
+
+    python benchmarks/report.py --root sweeps/cpu --out results
+
+Reads every `<root>/summaries/*.json` (one per dataset, seed and world model) and the checkpoints'
+training histories under `<root>/checkpoints/`, and writes into `--out`:
+
+    table.md             per dataset: mean normalised score with a 95 % percentile-bootstrap interval
+                         over all episodes of all seeds; the paired ITPO − ReBRAC difference (paired by
+                         (seed, episode)) with its interval; α; ms per env step; then the aggregate IQM
+                         over (dataset, seed) runs with rliable's stratified-bootstrap interval
+    differences.png      the paired differences per dataset and the aggregate IQMs, with intervals
+    training_curves.png  ReBRAC's evaluation score and the models' held-out RMSE against steps
+    summaries/           copies of the summary JSONs
+
+The statistics are the small pure functions `bootstrap_ci`, `paired_difference` and `iqm_table`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import tyro
+
+WORLD_MODELS = ("ddpm", "meanflow")
+ALGOS = ("rebrac", "ddpm", "meanflow")
+NAMES = {"rebrac": "ReBRAC", "ddpm": "ITPO-DDPM", "meanflow": "ITPO-MeanFlow"}
+COLORS = {"rebrac": "tab:gray", "ddpm": "tab:blue", "meanflow": "tab:orange"}
+
+
+@dataclass
+class Args:
+    root: str = "sweeps/cpu"
+    """sweep folder (the one with summaries/ and checkpoints/)"""
+    out: str = "results"
+    """where the table, the figures and the summary copies go"""
+    reps: int = 10_000
+    """bootstrap resamples (episode intervals and rliable's stratified bootstrap)"""
+    confidence: float = 0.95
+    """size of the intervals"""
+    seed: int = 0
+    """RNG seed of the bootstraps (fixed: the same summaries give the same table)"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------
+def bootstrap_ci(values, reps: int = 10_000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of `values` and its percentile-bootstrap interval (resampling the
+    values with replacement, `reps` times, with a fixed RNG seed)."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        return (math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(reps, x.size))].mean(1)
+    lo, hi = np.percentile(means, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(x.mean()), float(lo), float(hi)
+
+
+def paired_difference(a, b, reps: int = 10_000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high) of a − b over pairs, with the bootstrap resampling whole pairs.
+
+    `a` and `b` are either dicts keyed by the pair (e.g. (seed, episode seed)), which must hold the
+    same keys, or sequences of the same length, aligned."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        if not (isinstance(a, dict) and isinstance(b, dict)) or set(a) != set(b):
+            raise ValueError("paired_difference: a and b must be dicts over the same pairs")
+        keys = sorted(a)
+        a, b = [a[k] for k in keys], [b[k] for k in keys]
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_difference: {a.shape} vs {b.shape} values, not pairs")
+    return bootstrap_ci(a - b, reps, confidence, seed)
+
+
+def iqm_table(
+    score_dict: dict[str, np.ndarray], reps: int = 10_000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """{algo: (IQM, low, high)} from rliable: the interquartile mean over all runs × tasks of each
+    algo's score matrix [num_runs, num_tasks], and its stratified-bootstrap interval (runs are
+    resampled within each task)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    scores = {k: np.asarray(v, dtype=np.float64) for k, v in score_dict.items()}
+    with warnings.catch_warnings():  # rliable hands arch a RandomState, which arch deprecates
+        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+        points, intervals = rly.get_interval_estimates(
+            scores,
+            lambda x: np.array([metrics.aggregate_iqm(x)]),
+            reps=reps,
+            confidence_interval_size=confidence,
+            random_state=np.random.RandomState(seed),
+        )
+    return {k: (float(points[k][0]), float(intervals[k][0][0]), float(intervals[k][1][0])) for k in scores}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a sweep
+# ---------------------------------------------------------------------------------------------
+def load_summaries(root: str) -> dict[str, dict[int, dict[str, dict]]]:
+    """{env_id: {seed: {world model: summary}}} from <root>/summaries/*.json."""
+    runs: dict = {}
+    for path in sorted(glob.glob(os.path.join(root, "summaries", "*.json"))):
+        with open(path) as f:
+            summary = json.load(f)
+        s = summary["settings"]
+        summary["_path"] = path
+        runs.setdefault(s["env_id"], {}).setdefault(int(s["seed"]), {})[s["world_model"]] = summary
+    return runs
+
+
+def episode_scores(summary: dict, which: str) -> dict[tuple[int, int], float]:
+    """{(seed, episode env seed): normalised score} of summary[which] ('itpo' or 'rebrac')."""
+    s = summary["settings"]
+    return {
+        (int(s["seed"]), int(s["eval_seed"]) + i): float(v) for i, v in enumerate(summary[which]["normalized_scores"])
+    }
+
+
+def algo_scores(by_wm: dict[str, dict], algo: str) -> dict[tuple[int, int], float] | None:
+    """The episodes of one (dataset, seed) run for 'rebrac' (the baseline of the DDPM summary, or of
+    the MeanFlow one where there is none) or for ITPO with a world model."""
+    if algo == "rebrac":
+        for wm in WORLD_MODELS:
+            if wm in by_wm and "rebrac" in by_wm[wm]:
+                return episode_scores(by_wm[wm], "rebrac")
+        return None
+    return episode_scores(by_wm[algo], "itpo") if algo in by_wm else None
+
+
+def dataset_rows(runs: dict, reps: int, confidence: float, seed: int) -> list[dict]:
+    """One row per dataset: pooled-episode intervals per algo, paired differences per world model,
+    α per world model, ms per env step, seeds."""
+    rows = []
+    for env_id in sorted(runs):
+        seeds = sorted(runs[env_id])
+        row = {"env_id": env_id, "seeds": seeds, "score": {}, "diff": {}, "alpha": {}, "ms": {}, "n_episodes": {}}
+        for algo in ALGOS:
+            pooled = {}
+            for s in seeds:
+                pooled.update(algo_scores(runs[env_id][s], algo) or {})
+            if pooled:
+                row["score"][algo] = bootstrap_ci(list(pooled.values()), reps, confidence, seed)
+                row["n_episodes"][algo] = len(pooled)
+        for wm in WORLD_MODELS:
+            with_wm = [s for s in seeds if wm in runs[env_id][s] and "rebrac" in runs[env_id][s][wm]]
+            if not with_wm:
+                continue
+            itpo, base = {}, {}
+            for s in with_wm:  # each ITPO episode against ReBRAC on the same seed and env seed
+                itpo.update(episode_scores(runs[env_id][s][wm], "itpo"))
+                base.update(episode_scores(runs[env_id][s][wm], "rebrac"))
+            row["diff"][wm] = paired_difference(itpo, base, reps, confidence, seed)
+            alphas = {s: runs[env_id][s][wm].get("alpha", {}).get("chosen") for s in with_wm}
+            if len(set(alphas.values())) == 1:
+                row["alpha"][wm] = f"{next(iter(alphas.values()))!r}"
+            else:
+                row["alpha"][wm] = ", ".join(f"{a!r} (s{s})" for s, a in alphas.items())
+            row["ms"][wm] = 1e3 * float(np.mean([runs[env_id][s][wm]["itpo"]["seconds_per_env_step"] for s in with_wm]))
+        rows.append(row)
+    return rows
+
+
+def aggregate_matrices(runs: dict) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    """Score matrices [num_runs, num_tasks] for rliable: entry (i, j) is the mean normalised score of
+    the i-th seed on dataset j. Only algos with a run on every dataset enter, and only seeds that
+    have every entering algo; where datasets have unequal numbers of such seeds, each dataset keeps
+    its first (lowest) n seeds, n the smallest count. Returns (matrices, datasets, notes)."""
+    datasets = sorted(runs)
+    notes = []
+    if not datasets:
+        return {}, datasets, ["no summaries"]
+    algos = [a for a in ALGOS if all(any(algo_scores(runs[e][s], a) for s in runs[e]) for e in datasets)]
+    for a in ALGOS:
+        if a not in algos and any(algo_scores(runs[e][s], a) for e in datasets for s in runs[e]):
+            notes.append(f"{NAMES[a]} is left out of the aggregate: it has no run on some dataset.")
+    if not algos:
+        return {}, datasets, notes
+    seeds = {e: [s for s in sorted(runs[e]) if all(algo_scores(runs[e][s], a) for a in algos)] for e in datasets}
+    n = min(len(v) for v in seeds.values())
+    if n == 0:
+        return {}, datasets, notes + ["no seed has every algo on every dataset: no aggregate."]
+    if any(len(v) != n for v in seeds.values()):
+        dropped = {e: v[n:] for e, v in seeds.items() if len(v) > n}
+        notes.append(
+            f"Datasets have unequal numbers of seeds; the aggregate uses the first {n} seed(s) of each "
+            f"(left out: " + "; ".join(f"{e} seeds {v}" for e, v in dropped.items()) + ")."
+        )
+    matrices = {
+        a: np.array(
+            [[np.mean(list(algo_scores(runs[e][seeds[e][i]], a).values())) for e in datasets] for i in range(n)]
+        )
+        for a in algos
+    }
+    return matrices, datasets, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+def fmt(ci: tuple[float, float, float] | None, sign: bool = False) -> str:
+    if ci is None:
+        return "—"
+    m, lo, hi = ci
+    return f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]" if sign else f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def header_lines(runs: dict) -> list[str]:
+    """The budgets, seeds and ITPO settings the summaries were made with."""
+    budgets, settings, seeds = {}, {}, {}
+    for env_id, by_seed in sorted(runs.items()):
+        seeds[env_id] = sorted(by_seed)
+        for by_wm in by_seed.values():
+            for summary in by_wm.values():
+                b = summary.get("budgets")
+                if b is not None:
+                    budgets.setdefault(json.dumps(b, sort_keys=True), b)
+                st = summary["settings"]
+                n = len(summary["itpo"]["normalized_scores"])
+                key = (
+                    st["horizon"],
+                    st["particles"],
+                    st["inner_steps"],
+                    n,
+                    st["eval_seed"],
+                    st.get("max_episode_steps"),
+                )
+                settings.setdefault(key, None)
+    lines = []
+    for b in budgets.values():
+        lines.append(
+            "Budgets ("
+            + str(b.get("preset", "?"))
+            + "): "
+            + ", ".join(f"{k}={v}" for k, v in b.items() if k != "preset")
+        )
+    if not budgets:
+        lines.append("Budgets: not recorded in the summaries.")
+    for h, m, e, n, first, cut in settings:
+        lines.append(
+            f"ITPO: H={h}, M={m}, E={e}; {n} evaluation episodes per run on env seeds {first}..{first + n - 1}"
+            + (f", cut at {cut} steps" if cut else ", full length")
+        )
+    lines.append("Training seeds: " + "; ".join(f"{e}: {v}" for e, v in seeds.items()))
+    return lines
+
+
+def write_table(
+    path: str,
+    root: str,
+    rows: list[dict],
+    iqm: dict,
+    n_runs: int,
+    datasets: list[str],
+    notes: list[str],
+    header: list[str],
+    confidence: float,
+) -> None:
+    pct = f"{100 * confidence:g} %"
+    out = (
+        ["# ITPO against ReBRAC", "", f"Sweep: `{root}`", ""] + [f"- {h}" for h in header] + ["", "## Per dataset", ""]
+    )
+    out += [
+        (
+            f"Normalised score, mean [{pct} percentile-bootstrap interval over all episodes of all seeds]; "
+            f"Δ = ITPO − ReBRAC paired by (seed, episode), with its {pct} bootstrap interval over the pairs."
+        ),
+        "",
+    ]
+    out.append(
+        "| dataset | ReBRAC | ITPO-DDPM | ITPO-MeanFlow | Δ DDPM | Δ MeanFlow | α DDPM | α MeanFlow "
+        "| ms/step DDPM | ms/step MeanFlow | seeds |"
+    )
+    out.append("|" + "---|" * 11)
+    for r in rows:
+        ms = [f"{r['ms'][wm]:.1f}" if wm in r["ms"] else "—" for wm in WORLD_MODELS]
+        out.append(
+            f"| {r['env_id']} | {fmt(r['score'].get('rebrac'))} | {fmt(r['score'].get('ddpm'))} | "
+            f"{fmt(r['score'].get('meanflow'))} | {fmt(r['diff'].get('ddpm'), True)} | "
+            f"{fmt(r['diff'].get('meanflow'), True)} | {r['alpha'].get('ddpm', '—')} | "
+            f"{r['alpha'].get('meanflow', '—')} | {ms[0]} | {ms[1]} | {len(r['seeds'])} |"
+        )
+    out += ["", "## Aggregate (rliable)", ""]
+    if iqm:
+        out += [
+            (
+                f"Interquartile mean over {n_runs} run(s) × {len(datasets)} dataset(s) of the per-run mean score, "
+                f"with rliable's {pct} stratified-bootstrap interval."
+            ),
+            "",
+            "| algorithm | IQM | interval |",
+            "|---|---|---|",
+        ]
+        out += [f"| {NAMES[a]} | {m:.1f} | [{lo:.1f}, {hi:.1f}] |" for a, (m, lo, hi) in iqm.items()]
+    else:
+        out.append("No aggregate.")
+    if n_runs == 1 and iqm:
+        notes = [
+            *notes,
+            ("With one run per dataset the stratified bootstrap has nothing to resample: the interval is the point."),
+        ]
+    if notes:
+        out += [""] + [f"Note: {n}" for n in notes]
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def plot_differences(path: str, rows: list[dict], iqm: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2, 1]})
+    x = np.arange(len(rows))
+    for k, wm in enumerate(WORLD_MODELS):
+        pts = [(i, r["diff"][wm]) for i, r in enumerate(rows) if wm in r["diff"]]
+        if not pts:
+            continue
+        xs = np.array([p[0] for p in pts]) + (k - 0.5) * 0.25
+        m = np.array([p[1][0] for p in pts])
+        err = np.array([[p[1][0] - p[1][1] for p in pts], [p[1][2] - p[1][0] for p in pts]])
+        ax1.errorbar(xs, m, yerr=err, fmt="o", capsize=4, color=COLORS[wm], label=NAMES[wm])
+    ax1.axhline(0, color="grey", lw=1)
+    ax1.set_xticks(x, [r["env_id"] for r in rows], rotation=20, ha="right")
+    ax1.set_ylabel("ITPO − ReBRAC (normalised score)")
+    ax1.set_title("Paired difference per dataset (95 % bootstrap interval)")
+    if rows:
+        ax1.legend()
+    algos = list(iqm)
+    for i, a in enumerate(algos):
+        m, lo, hi = iqm[a]
+        ax2.errorbar([m], [i], xerr=[[m - lo], [hi - m]], fmt="o", capsize=4, color=COLORS[a])
+    ax1.ticklabel_format(axis="y", useOffset=False)
+    ax2.ticklabel_format(axis="x", useOffset=False)
+    ax2.set_yticks(range(len(algos)), [NAMES[a] for a in algos])
+    ax2.set_xlabel("IQM normalised score")
+    ax2.set_title("Aggregate IQM (stratified bootstrap)")
+    if not algos:
+        ax2.text(0.5, 0.5, "no aggregate", ha="center", transform=ax2.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def load_histories(root: str) -> dict[str, dict[tuple[str, int], list[dict]]]:
+    """{stage: {(env_id, seed): history}} from the checkpoints under <root>/checkpoints/."""
+    import torch
+
+    out: dict = {}
+    for path in sorted(glob.glob(os.path.join(root, "checkpoints", "*", "*_seed*.pt"))):
+        match = re.fullmatch(r"(rebrac|dynamics|reward|meanflow)_seed(-?\d+)\.pt", os.path.basename(path))
+        if match is None:
+            continue
+        try:
+            history = torch.load(path, map_location="cpu", weights_only=True).get("history", [])
+        except Exception as err:  # noqa: BLE001 - a half-written or foreign file: no curve, not no report
+            print(f"[report] cannot read {path} ({type(err).__name__}); no curve for it")
+            continue
+        env_id = os.path.basename(os.path.dirname(path))
+        out.setdefault(match.group(1), {})[(env_id, int(match.group(2)))] = history
+    return out
+
+
+def plot_training_curves(path: str, histories: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted({run for h in histories.values() for run in h})
+    colors = {run: plt.cm.tab10(i % 10) for i, run in enumerate(runs)}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = [
+        (axes[0], [("rebrac", "score", "-")], "ReBRAC evaluation", "updates", "normalised score"),
+        (
+            axes[1],
+            [("dynamics", "one_step_rmse", "-"), ("meanflow", "one_step_rmse", "--")],
+            "World models (— DDPM, - - MeanFlow)",
+            "steps",
+            "held-out one-step RMSE",
+        ),
+        (axes[2], [("reward", "reward_rmse", "-")], "Reward model", "steps", "held-out reward RMSE"),
+    ]
+    for ax, lines, title, xlabel, ylabel in panels:
+        drawn = False
+        for stage, metric, style in lines:
+            for run, history in sorted(histories.get(stage, {}).items()):
+                pts = [(h["step"], h[metric]) for h in history if metric in h]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(
+                        xs,
+                        ys,
+                        style,
+                        marker="o",
+                        ms=3,
+                        color=colors[run],
+                        label=f"{run[0]} s{run[1]}"
+                        if style == "-" or run not in histories.get("dynamics", {})
+                        else None,
+                    )
+                    drawn = True
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        if "RMSE" in ylabel and drawn:
+            ax.set_yscale("log")
+        if drawn:
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no history", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(args: Args) -> dict:
+    """Write the report; returns {"rows", "iqm", "n_runs", "datasets", "notes", "out"}."""
+    runs = load_summaries(args.root)
+    os.makedirs(os.path.join(args.out, "summaries"), exist_ok=True)
+    rows = dataset_rows(runs, args.reps, args.confidence, args.seed)
+    matrices, datasets, notes = aggregate_matrices(runs)
+    iqm = iqm_table(matrices, args.reps, args.confidence, args.seed) if matrices else {}
+    n_runs = next(iter(matrices.values())).shape[0] if matrices else 0
+    write_table(
+        os.path.join(args.out, "table.md"),
+        os.path.abspath(args.root),
+        rows,
+        iqm,
+        n_runs,
+        datasets,
+        notes,
+        header_lines(runs),
+        args.confidence,
+    )
+    plot_differences(os.path.join(args.out, "differences.png"), rows, iqm)
+    plot_training_curves(os.path.join(args.out, "training_curves.png"), load_histories(args.root))
+    for by_seed in runs.values():
+        for by_wm in by_seed.values():
+            for summary in by_wm.values():
+                shutil.copy2(summary["_path"], os.path.join(args.out, "summaries"))
+    print(
+        f"[report] {len(rows)} dataset(s) -> {os.path.join(args.out, 'table.md')}, differences.png, training_curves.png"
+    )
+    return {"rows": rows, "iqm": iqm, "n_runs": n_runs, "datasets": datasets, "notes": notes, "out": args.out}
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,768 @@
+"""The whole pipeline on a grid of datasets × seeds, each stage a Ray task, then the report.
+
+    python benchmarks/sweep.py --preset cpu --env-ids hopper-medium-replay hopper-medium --seeds 0 1 2
+    python benchmarks/sweep.py --preset cpu --runs hopper-medium-replay:3 walker2d-medium:0   # extra pairs
+    python benchmarks/sweep.py --preset paper --address auto --env-ids ...   # on a running Ray cluster
+
+Per (dataset, seed) the stages form a graph:
+
+    rebrac ───────┬──► meanflow (its policy tilt reads the ReBRAC actor)
+    dynamics ─────┤
+    reward ───────┴──► α tuning and itpo_eval, per world model
+                       (ddpm: rebrac + dynamics + reward; meanflow: rebrac + meanflow + reward)
+
+Every stage runs in a Ray worker through the stage script's own entry point and Args (one CPU each,
+and `--gpu-fraction` of a GPU where torch sees one). The sweep resumes: a checkpoint whose step has
+reached the requested budget is skipped, a partial one is continued (`resume=True`), an α-tuning
+run or an evaluation whose JSON exists with the same settings and the same checkpoints (by content
+hash) is skipped. One failed stage is reported (traceback in `<root>/failures/`) and only the
+stages downstream of it are not run.
+
+Layout under `--root` (default `sweeps/<preset>`; all paths absolute, so the workers' cwd does not
+matter; tensorboard logs go to `runs/` under the directory the sweep was started from):
+
+    checkpoints/<env-id>/{rebrac,dynamics,reward,meanflow}_seed<S>.pt
+    tuning/<env-id>_seed<S>_<wm>_alpha<α>.json   one α candidate on the tuning seeds
+    summaries/<env-id>_seed<S>_<wm>.json         itpo_eval's summary + α record + budgets + seconds
+    stage_times/<env-id>_seed<S>.json             seconds spent in each stage (summed over reruns)
+    failures/<env-id>_seed<S>_<stage>.txt         the traceback of a failed stage
+    results/                                      benchmarks/report.py's table and figures
+
+α is chosen per dataset, seed and world model from `--alpha-grid` by the mean normalised ITPO score
+on the tuning seeds `--tune-seed ...`, which must not overlap the evaluation seeds `--eval-seed ...`;
+`--step-size` fixes α instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Literal
+
+import tyro
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+TRAIN_STAGES = ("rebrac", "dynamics", "reward", "meanflow")
+STAGE_ENTRY = {  # stage -> (module, entry point); each entry point takes the module's Args
+    "rebrac": ("rebrac", "train"),
+    "dynamics": ("train_dynamics", "main"),
+    "reward": ("train_reward", "main"),
+    "meanflow": ("meanflow_onestep", "main"),
+    "itpo": ("itpo_eval", "main"),
+}
+WORLD_MODEL_STAGE = {"ddpm": "dynamics", "meanflow": "meanflow"}
+
+# Budgets of each preset; every one is also a flag that overrides it. 0 steps per episode = the env's limit.
+PRESETS = {
+    "smoke": {
+        "rebrac_updates": 20,
+        "rebrac_batch_size": 64,
+        "rebrac_eval_every": 20,
+        "rebrac_eval_episodes": 2,
+        "rebrac_hidden_dim": 32,
+        "dynamics_steps": 30,
+        "reward_steps": 30,
+        "meanflow_steps": 30,
+        "wm_eval_every": 15,
+        "meanflow_eval_every": 15,
+        "wm_hidden_dim": 32,
+        "wm_num_layers": 2,
+        "diffusion_steps": 3,
+        "horizon": 2,
+        "particles": 4,
+        "inner_steps": 1,
+        "episodes": 2,
+        "tune_episodes": 2,
+        "tune_max_steps": 10,
+        "max_episode_steps": 10,
+    },
+    "cpu": {
+        "rebrac_updates": 25_000,
+        "rebrac_batch_size": 256,
+        "rebrac_eval_every": 5_000,
+        "rebrac_eval_episodes": 10,
+        "rebrac_hidden_dim": 256,
+        "dynamics_steps": 15_000,
+        "reward_steps": 5_000,
+        "meanflow_steps": 8_000,
+        "wm_eval_every": 5_000,
+        "meanflow_eval_every": 4_000,
+        "wm_hidden_dim": 256,
+        "wm_num_layers": 3,
+        "diffusion_steps": 10,
+        "horizon": 5,
+        "particles": 32,
+        "inner_steps": 1,
+        "episodes": 10,
+        "tune_episodes": 3,
+        "tune_max_steps": 300,
+        "max_episode_steps": 0,
+    },
+    "paper": {
+        "rebrac_updates": 1_000_000,
+        "rebrac_batch_size": 1024,
+        "rebrac_eval_every": 50_000,
+        "rebrac_eval_episodes": 10,
+        "rebrac_hidden_dim": 256,
+        "dynamics_steps": 200_000,
+        "reward_steps": 100_000,
+        "meanflow_steps": 200_000,
+        "wm_eval_every": 10_000,
+        "meanflow_eval_every": 10_000,
+        "wm_hidden_dim": 256,
+        "wm_num_layers": 3,
+        "diffusion_steps": 10,
+        "horizon": 5,
+        "particles": 4096,
+        "inner_steps": 1,
+        "episodes": 10,
+        "tune_episodes": 5,
+        "tune_max_steps": 0,
+        "max_episode_steps": 0,
+    },
+}
+BUDGET_FIELDS = tuple(PRESETS["cpu"])
+STEPS_PER_EPISODE_FIELDS = ("tune_max_steps", "max_episode_steps")  # may be 0 (= the env's limit)
+
+
+@dataclass
+class Args:
+    preset: Literal["smoke", "cpu", "paper"] = "cpu"
+    """budget table: smoke (seconds, tiny networks), cpu (hours on a few cores), paper (the paper's, a GPU job)"""
+    env_ids: list[str] = field(default_factory=list)
+    """datasets of the grid (D4RL short names)"""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """seeds of the grid (each dataset × each seed)"""
+    runs: list[str] = field(default_factory=list)
+    """extra (dataset, seed) pairs as env_id:seed, e.g. hopper-medium-replay:3"""
+    world_models: list[Literal["ddpm", "meanflow"]] = field(default_factory=lambda: ["ddpm", "meanflow"])
+    """world models to evaluate ITPO with (meanflow is trained only when listed)"""
+    root: str | None = None
+    """sweep folder (default sweeps/<preset>)"""
+    address: str | None = None
+    """Ray cluster address ('auto', 'ray://host:10001'); None starts a local Ray"""
+    num_cpus: int | None = None
+    """CPUs of the local Ray (default: all); each stage takes one"""
+    gpu_fraction: float = 0.25
+    """share of a GPU each stage asks Ray for, where torch sees a GPU"""
+    device: str | None = None
+    """torch device of the stages (default: cuda in a worker that sees a GPU, else cpu)"""
+    alpha_grid: list[float] = field(default_factory=lambda: [5e-7, 5e-6, 5e-5, 5e-4])
+    """ITPO step sizes α to choose from on the tuning seeds (the paper's grid)"""
+    step_size: float | None = None
+    """fix α instead of tuning it"""
+    tune_seed: int = 2000
+    """first env seed of the α-tuning episodes (tune_seed .. tune_seed + tune_episodes − 1)"""
+    eval_seed: int = 1000
+    """first env seed of the evaluation episodes (eval_seed .. eval_seed + episodes − 1)"""
+    tilt_temperature: float = 1.0
+    """τ of MeanFlow's policy tilt (inf: untilted)"""
+    report: bool = True
+    """write the report (benchmarks/report.py) at the end"""
+    out: str | None = None
+    """report folder (default <root>/results)"""
+    rebrac_updates: int | None = None
+    """ReBRAC gradient updates (None: the preset's)"""
+    rebrac_batch_size: int | None = None
+    """ReBRAC batch size"""
+    rebrac_eval_every: int | None = None
+    """ReBRAC evaluates and checkpoints every this many updates"""
+    rebrac_eval_episodes: int | None = None
+    """episodes of each ReBRAC evaluation"""
+    rebrac_hidden_dim: int | None = None
+    """width of ReBRAC's actor and critics"""
+    dynamics_steps: int | None = None
+    """DDPM world model gradient steps"""
+    reward_steps: int | None = None
+    """reward model gradient steps"""
+    meanflow_steps: int | None = None
+    """MeanFlow world model gradient steps"""
+    wm_eval_every: int | None = None
+    """held-out RMSE (and checkpoint) of the DDPM and reward model every this many steps"""
+    meanflow_eval_every: int | None = None
+    """held-out RMSE (and checkpoint) of MeanFlow every this many steps"""
+    wm_hidden_dim: int | None = None
+    """width of the world models and the reward model"""
+    wm_num_layers: int | None = None
+    """hidden layers of the world models and the reward model"""
+    diffusion_steps: int | None = None
+    """K of the DDPM"""
+    horizon: int | None = None
+    """ITPO H"""
+    particles: int | None = None
+    """ITPO M"""
+    inner_steps: int | None = None
+    """ITPO E"""
+    episodes: int | None = None
+    """evaluation episodes per (dataset, seed, world model)"""
+    tune_episodes: int | None = None
+    """episodes per α candidate"""
+    tune_max_steps: int | None = None
+    """cut α-tuning episodes at this many steps (0: the env's limit)"""
+    max_episode_steps: int | None = None
+    """cut evaluation episodes at this many steps (0: the env's limit)"""
+
+
+def checkpoint_path(env_id: str, stage: str, seed: int, root: str = "checkpoints") -> str:
+    """The checkpoint path rule of common.checkpoint_path (swap this helper for it)."""
+    return f"{root}/{env_id}/{stage}_seed{seed}.pt"
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------
+def resolve(args: Args) -> tuple[dict, list[tuple[str, int]], str]:
+    """(budgets, [(env_id, seed)], absolute root); exits with a one-line error on bad input."""
+    budgets = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in PRESETS[args.preset].items()}
+    for k, v in budgets.items():
+        low = 0 if k in STEPS_PER_EPISODE_FIELDS else 1
+        if not isinstance(v, int) or v < low:
+            sys.exit(f"error: --{k.replace('_', '-')} must be an integer ≥ {low}, not {v!r}")
+    pairs = [(e, s) for e in args.env_ids for s in args.seeds]
+    for run in args.runs:
+        env_id, _, seed = run.rpartition(":")
+        if not env_id or not seed.lstrip("-").isdigit():
+            sys.exit(f"error: --runs takes env_id:seed pairs such as hopper-medium-replay:1, not {run!r}")
+        pairs.append((env_id, int(seed)))
+    pairs = list(dict.fromkeys(pairs))
+    if not pairs:
+        sys.exit("error: nothing to run: give --env-ids (with --seeds) or --runs env_id:seed")
+    env_ids = known_env_ids()
+    for env_id in dict.fromkeys(e for e, _ in pairs):
+        if env_ids is not None and env_id not in env_ids:
+            sys.exit(f"error: unknown dataset {env_id!r}. Valid names: {', '.join(env_ids)}")
+    if not args.world_models:
+        sys.exit("error: --world-models is empty")
+    if not 0 < args.gpu_fraction <= 1:
+        sys.exit(f"error: --gpu-fraction must be in (0, 1], not {args.gpu_fraction}")
+    if args.step_size is None:
+        if not args.alpha_grid or not all(math.isfinite(a) and a >= 0 for a in args.alpha_grid):
+            sys.exit(f"error: --alpha-grid needs finite step sizes ≥ 0, not {args.alpha_grid}")
+        tune = set(range(args.tune_seed, args.tune_seed + budgets["tune_episodes"]))
+        evaluation = set(range(args.eval_seed, args.eval_seed + budgets["episodes"]))
+        if tune & evaluation:
+            sys.exit(
+                f"error: the α-tuning seeds {args.tune_seed}..{args.tune_seed + budgets['tune_episodes'] - 1} overlap "
+                f"the evaluation seeds {args.eval_seed}..{args.eval_seed + budgets['episodes'] - 1}; α must be chosen "
+                f"on other episodes than those reported: move --tune-seed or --eval-seed"
+            )
+    elif not (math.isfinite(args.step_size) and args.step_size >= 0):
+        sys.exit(f"error: --step-size must be a finite number ≥ 0, not {args.step_size}")
+    root = os.path.abspath(args.root or os.path.join("sweeps", args.preset))
+    return budgets, pairs, root
+
+
+def known_env_ids() -> list[str] | None:
+    try:
+        from common import ENV_IDS
+    except ImportError:
+        try:
+            from collect_dataset import ENV_IDS
+        except ImportError:
+            return None
+    return list(ENV_IDS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small file helpers (the driver is the only writer of everything but checkpoints)
+# ---------------------------------------------------------------------------------------------
+def write_json(path: str, obj) -> None:
+    """Atomically: a crash never leaves half a file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def plain(obj):
+    """The JSON form of obj (tuples -> lists, ...), so that settings compare equal after a round trip."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def checkpoint_step(path: str) -> int | None:
+    """The saved step of a checkpoint, or None where there is none (or it cannot be read)."""
+    if not os.path.exists(path):
+        return None
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    except Exception:  # noqa: BLE001 - unreadable: not complete; the stage runs and its resume names the file
+        return None
+
+
+def seconds(s: float) -> str:
+    return f"{s:.1f}s" if s < 10 else f"{s:.0f}s"
+
+
+def file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# The Ray task: one stage, in-process in the worker, through the stage script's own entry point
+# ---------------------------------------------------------------------------------------------
+def run_stage(module: str, entry: str, kwargs: dict, workdir: str, keep_result: bool = True) -> dict:
+    """Call `module.entry(module.Args(**kwargs))`, or `module.entry(**kwargs)` where the module has no
+    Args (common.load_dataset). Never raises: a failure comes back as its traceback."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    os.chdir(workdir)  # tensorboard logs and itpo_eval's runs/<name>/summary.json land under the sweep's cwd
+    t0 = time.time()
+    try:
+        mod = importlib.import_module(module)
+        if kwargs.get("device", "") is None:
+            import torch
+
+            kwargs = {**kwargs, "device": "cuda" if torch.cuda.is_available() else "cpu"}
+        fn = getattr(mod, entry)
+        result = fn(mod.Args(**kwargs)) if hasattr(mod, "Args") else fn(**kwargs)
+        return {"ok": True, "result": plain(result) if keep_result else None, "seconds": time.time() - t0}
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001 - the stages exit with sys.exit("error: ...") on bad input: report it too
+        return {"ok": False, "traceback": traceback.format_exc(), "seconds": time.time() - t0}
+
+
+# ---------------------------------------------------------------------------------------------
+# The graph
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Node:
+    env_id: str
+    seed: int | None  # None: the per-dataset download node
+    stage: str  # dataset | rebrac | dynamics | reward | meanflow | tune-<wm>-<α> | itpo-<wm>
+    deps: list[tuple]
+    status: str = "pending"  # pending | running | done | skipped | failed | not run
+    detail: str = ""
+    seconds: float = 0.0
+    context: dict = field(default_factory=dict)  # what the driver needs once the task returns
+
+    @property
+    def id(self) -> tuple:
+        return (self.env_id, self.seed, self.stage)
+
+    @property
+    def label(self) -> str:
+        seed = "-" if self.seed is None else self.seed
+        return f"{self.env_id} seed {seed} {self.stage}"
+
+
+class Sweep:
+    def __init__(self, args: Args, budgets: dict, pairs: list[tuple[str, int]], root: str):
+        self.args, self.b, self.pairs, self.root = args, budgets, pairs, root
+        self.workdir = os.getcwd()
+        self.nodes: dict[tuple, Node] = {}
+        self.alphas = [args.step_size] if args.step_size is not None else list(dict.fromkeys(args.alpha_grid))
+        for env_id in dict.fromkeys(e for e, _ in pairs):
+            self.add(Node(env_id, None, "dataset", []))
+        for env_id, seed in pairs:
+            data = [(env_id, None, "dataset")]
+            for stage in ("rebrac", "dynamics", "reward"):
+                self.add(Node(env_id, seed, stage, data))
+            if "meanflow" in args.world_models:
+                self.add(Node(env_id, seed, "meanflow", [*data, (env_id, seed, "rebrac")]))
+            for wm in args.world_models:
+                models = [(env_id, seed, s) for s in ("rebrac", WORLD_MODEL_STAGE[wm], "reward")]
+                tunes = []
+                if args.step_size is None:
+                    for alpha in self.alphas:
+                        tunes.append(
+                            self.add(
+                                Node(env_id, seed, f"tune-{wm}-{alpha!r}", models, context={"wm": wm, "alpha": alpha})
+                            ).id
+                        )
+                self.add(Node(env_id, seed, f"itpo-{wm}", models + tunes, context={"wm": wm}))
+
+    def add(self, node: Node) -> Node:
+        self.nodes[node.id] = node
+        return node
+
+    # -- paths -------------------------------------------------------------------------------
+    def ckpt(self, env_id: str, stage: str, seed: int) -> str:
+        return checkpoint_path(env_id, stage, seed, root=os.path.join(self.root, "checkpoints"))
+
+    def tuning_path(self, env_id, seed, wm, alpha) -> str:
+        return os.path.join(self.root, "tuning", f"{env_id}_seed{seed}_{wm}_alpha{alpha!r}.json")
+
+    def summary_path(self, env_id, seed, wm) -> str:
+        return os.path.join(self.root, "summaries", f"{env_id}_seed{seed}_{wm}.json")
+
+    def failure_path(self, node: Node) -> str:
+        seed = "" if node.seed is None else f"_seed{node.seed}"
+        return os.path.join(self.root, "failures", f"{node.env_id}{seed}_{node.stage}.txt")
+
+    def times_path(self, env_id, seed) -> str:
+        return os.path.join(self.root, "stage_times", f"{env_id}_seed{seed}.json")
+
+    # -- what each stage asks for ------------------------------------------------------------
+    def budget(self, stage: str) -> int:
+        return {
+            "rebrac": self.b["rebrac_updates"],
+            "dynamics": self.b["dynamics_steps"],
+            "reward": self.b["reward_steps"],
+            "meanflow": self.b["meanflow_steps"],
+        }[stage]
+
+    def stage_kwargs(self, env_id: str, seed: int, stage: str) -> dict:
+        b = self.b
+        common = {
+            "env_id": env_id,
+            "seed": seed,
+            "checkpoint": self.ckpt(env_id, stage, seed),
+            "resume": True,
+            "device": self.args.device,
+        }
+        if stage == "rebrac":
+            return dict(
+                common,
+                total_updates=b["rebrac_updates"],
+                batch_size=b["rebrac_batch_size"],
+                hidden_dim=b["rebrac_hidden_dim"],
+                eval_every=b["rebrac_eval_every"],
+                eval_episodes=b["rebrac_eval_episodes"],
+                checkpoint_every=b["rebrac_eval_every"],
+            )
+        wm = dict(common, hidden_dim=b["wm_hidden_dim"], num_layers=b["wm_num_layers"])
+        if stage == "dynamics":
+            return dict(
+                wm, total_steps=b["dynamics_steps"], eval_every=b["wm_eval_every"], diffusion_steps=b["diffusion_steps"]
+            )
+        if stage == "reward":
+            return dict(wm, total_steps=b["reward_steps"], eval_every=b["wm_eval_every"])
+        return dict(
+            wm,
+            total_steps=b["meanflow_steps"],
+            eval_every=b["meanflow_eval_every"],
+            rebrac_checkpoint=self.ckpt(env_id, "rebrac", seed),
+            tilt_temperature=self.args.tilt_temperature,
+        )
+
+    def itpo_kwargs(self, env_id: str, seed: int, wm: str, step_size: float, tuning: bool) -> dict:
+        b = self.b
+        episodes, first = (b["tune_episodes"], self.args.tune_seed) if tuning else (b["episodes"], self.args.eval_seed)
+        max_steps = b["tune_max_steps"] if tuning else b["max_episode_steps"]
+        name = f"sweep_{self.args.preset}_{env_id}_seed{seed}_{wm}" + (f"_tune{step_size!r}" if tuning else "")
+        return {
+            "env_id": env_id,
+            "seed": seed,
+            "horizon": b["horizon"],
+            "particles": b["particles"],
+            "inner_steps": b["inner_steps"],
+            "step_size": step_size,
+            "episodes": episodes,
+            "eval_seed": first,
+            "max_episode_steps": max_steps or None,
+            "world_model": wm,
+            "baseline": not tuning,
+            "rebrac_checkpoint": self.ckpt(env_id, "rebrac", seed),
+            "dynamics_checkpoint": self.ckpt(env_id, WORLD_MODEL_STAGE[wm], seed),
+            "reward_checkpoint": self.ckpt(env_id, "reward", seed),
+            "device": self.args.device,
+            "run_name": name,
+        }
+
+    def models_key(self, env_id: str, seed: int, wm: str) -> dict:
+        """Which checkpoints an evaluation used: step and content hash of each."""
+        out = {}
+        for stage in ("rebrac", WORLD_MODEL_STAGE[wm], "reward"):
+            path = self.ckpt(env_id, stage, seed)
+            out[stage] = {"step": checkpoint_step(path), "sha256": file_digest(path)}
+        return out
+
+    def eval_key(self, kwargs: dict, models: dict, alpha: dict | None = None) -> dict:
+        itpo = {k: v for k, v in kwargs.items() if k not in ("device", "run_name")}
+        return plain({"itpo": itpo, "checkpoints": models, **({"alpha": alpha} if alpha is not None else {})})
+
+    def tune_seeds(self) -> list[int]:
+        return list(range(self.args.tune_seed, self.args.tune_seed + self.b["tune_episodes"]))
+
+    def alpha_record(self, env_id: str, seed: int, wm: str) -> dict:
+        if self.args.step_size is not None:
+            return {"chosen": self.args.step_size, "fixed": True, "tuning_scores": {}, "tune_seeds": []}
+        scores = {}
+        for alpha in self.alphas:
+            rec = read_json(self.tuning_path(env_id, seed, wm, alpha))
+            scores[repr(alpha)] = rec["score"]
+        finite = {a: s for a, s in zip(self.alphas, scores.values()) if s is not None and math.isfinite(s)}
+        chosen = max(finite, key=finite.get) if finite else self.alphas[0]  # ties: the first in grid order
+        return {
+            "chosen": chosen,
+            "fixed": False,
+            "tuning_scores": scores,
+            "tune_seeds": self.tune_seeds(),
+            "tune_max_steps": self.b["tune_max_steps"] or None,
+            "grid": self.alphas,
+        }
+
+    # -- deciding, submitting, collecting ------------------------------------------------------
+    def prepare(self, node: Node) -> tuple | None:
+        """Decide whether `node` can be skipped (returns None, status set) or what to submit:
+        (module, entry, kwargs, keep_result)."""
+        env_id, seed = node.env_id, node.seed
+        if node.stage == "dataset":
+            return self.prepare_dataset(node)
+        if node.stage in TRAIN_STAGES:
+            path, budget = self.ckpt(env_id, node.stage, seed), self.budget(node.stage)
+            step = checkpoint_step(path)
+            if step is not None and step >= budget:
+                node.status, node.detail = "skipped", f"checkpoint at step {step} ≥ {budget}"
+                return None
+            node.detail = f"resuming at step {step}" if step is not None else ""
+            return (*STAGE_ENTRY[node.stage], self.stage_kwargs(env_id, seed, node.stage), True)
+        wm = node.context["wm"]
+        models = self.models_key(env_id, seed, wm)
+        if node.stage.startswith("tune-"):
+            kwargs = self.itpo_kwargs(env_id, seed, wm, node.context["alpha"], tuning=True)
+            key = self.eval_key(kwargs, models)
+            rec = read_json(self.tuning_path(env_id, seed, wm, node.context["alpha"]))
+            node.context["key"] = key
+            if rec is not None and rec.get("key") == key:
+                node.status, node.detail = "skipped", f"tuning score {rec['score']:.1f} on record"
+                return None
+            return (*STAGE_ENTRY["itpo"], kwargs, True)
+        alpha = self.alpha_record(env_id, seed, wm)
+        kwargs = self.itpo_kwargs(env_id, seed, wm, alpha["chosen"], tuning=False)
+        key = self.eval_key(kwargs, models, alpha)
+        node.context.update(key=key, alpha=alpha)
+        old = read_json(self.summary_path(env_id, seed, wm))
+        if old is not None and old.get("sweep_key") == key:
+            node.status, node.detail = "skipped", f"summary with the same settings (α={alpha['chosen']!r})"
+            return None
+        node.detail = f"α={alpha['chosen']!r}"
+        return (*STAGE_ENTRY["itpo"], kwargs, True)
+
+    def prepare_dataset(self, node: Node) -> tuple | None:
+        """Resolve the dataset once in the driver; download it in one task (not in three racing ones)."""
+        try:
+            import minari
+
+            from common import resolve_dataset
+        except ImportError:
+            node.status, node.detail = "skipped", "each stage resolves its dataset"
+            return None
+        try:
+            ids, source = resolve_dataset(node.env_id)
+        except SystemExit as err:  # no dataset: the message names the command that makes it
+            raise RuntimeError(str(err)) from None
+        local = set(minari.list_local_datasets())
+        if all(i in local for i in ids):
+            node.status, node.detail = "skipped", f"{' + '.join(ids)} ({source}) is local"
+            return None
+        node.detail = f"downloading {' + '.join(ids)}"
+        return ("common", "load_dataset", {"env_id": node.env_id, "verbose": True}, False)
+
+    def finish(self, node: Node, out: dict) -> None:
+        """Record a finished task: its seconds, and what the driver writes for it."""
+        node.seconds = out.get("seconds", float("nan"))
+        if not out["ok"]:
+            self.fail(node, out["traceback"])
+            return
+        if node.seed is not None:
+            path = self.times_path(node.env_id, node.seed)
+            times = read_json(path) or {}
+            times[node.stage] = times.get(node.stage, 0.0) + node.seconds
+            write_json(path, times)
+        result, env_id, seed = out["result"], node.env_id, node.seed
+        if node.stage.startswith("tune-"):
+            wm, alpha = node.context["wm"], node.context["alpha"]
+            score = result["itpo"]["mean"]
+            write_json(
+                self.tuning_path(env_id, seed, wm, alpha),
+                {"key": node.context["key"], "score": score, "step_size": alpha, "itpo": result["itpo"]},
+            )
+            node.detail = f"tuning score {score:.1f}"
+        elif node.stage.startswith("itpo-"):
+            wm = node.context["wm"]
+            times = read_json(self.times_path(env_id, seed)) or {}
+            stages = ["rebrac", WORLD_MODEL_STAGE[wm], "reward"]
+            tune = [
+                n.stage for n in self.nodes.values() if n.id[:2] == node.id[:2] and n.stage.startswith(f"tune-{wm}-")
+            ]
+            summary = {
+                **result,
+                "alpha": node.context["alpha"],
+                "budgets": {"preset": self.args.preset, **self.b},
+                "stage_seconds": {
+                    **{s: times.get(s) for s in stages},
+                    "alpha_tuning": sum(times.get(s, 0.0) for s in tune) if tune else None,
+                    "evaluation": times.get(node.stage),
+                },
+                "sweep_key": node.context["key"],
+            }
+            write_json(self.summary_path(env_id, seed, wm), summary)
+            d = result.get("paired_difference", {})
+            node.detail = (
+                f"α={node.context['alpha']['chosen']!r}: ITPO {result['itpo']['mean']:.1f}, "
+                f"ReBRAC {result['rebrac']['mean']:.1f}, paired Δ {d.get('mean', math.nan):+.1f}"
+            )
+        node.status = "done"
+        self.clear_failure(node)
+
+    def fail(self, node: Node, text: str) -> None:
+        node.status, node.context["traceback"] = "failed", text
+        path = self.failure_path(node)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        node.detail = f"traceback in {path}"
+
+    def clear_failure(self, node: Node) -> None:
+        path = self.failure_path(node)
+        if os.path.exists(path):
+            os.remove(path)
+
+    def run(self) -> None:
+        import ray
+
+        remote, started, running = None, False, {}
+        try:
+            while True:
+                progressed = True
+                while progressed:  # settle every node whose dependencies are settled
+                    progressed = False
+                    for node in self.nodes.values():
+                        if node.status != "pending":
+                            continue
+                        deps = [self.nodes[d] for d in node.deps]
+                        if any(d.status in ("pending", "running") for d in deps):
+                            continue
+                        progressed = True
+                        bad = [d for d in deps if d.status in ("failed", "not run")]
+                        if bad:
+                            cause = bad[0].detail if bad[0].status == "not run" else f"after {bad[0].stage} failed"
+                            node.status, node.detail = "not run", cause
+                            self.log(node)
+                            continue
+                        try:
+                            task = self.prepare(node)
+                        except Exception as err:  # noqa: BLE001 - e.g. an unreadable checkpoint while hashing, no dataset
+                            self.fail(node, "".join(traceback.format_exception(err)))
+                            self.log(node)
+                            continue
+                        if task is None:
+                            self.clear_failure(node)
+                            self.log(node)
+                            continue
+                        if remote is None:
+                            started = self.start_ray()
+                            remote = ray.remote(run_stage)
+                        module, entry, kwargs, keep = task
+                        ref = remote.options(**self.resources()).remote(module, entry, kwargs, self.workdir, keep)
+                        node.status, running[ref] = "running", node
+                        self.log(node, "start" + (f" ({node.detail})" if node.detail else ""))
+                if not running:
+                    break
+                ready, _ = ray.wait(list(running), num_returns=1)
+                node = running.pop(ready[0])
+                try:
+                    out = ray.get(ready[0])
+                except Exception as err:  # noqa: BLE001 - the worker died (OOM, segfault): Ray's error is all there is
+                    out = {"ok": False, "traceback": f"{type(err).__name__}: {err}", "seconds": float("nan")}
+                try:
+                    self.finish(node, out)
+                except Exception as err:  # noqa: BLE001 - one bad result fails its node, not the sweep
+                    self.fail(node, "".join(traceback.format_exception(err)))
+                self.log(node)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def start_ray(self) -> bool:
+        """Connect to `--address` or start a local Ray; True when this sweep started it (and stops it)."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        env = {
+            "OMP_NUM_THREADS": "1",
+            "TQDM_DISABLE": "1",
+            "PYTHONPATH": os.pathsep.join(p for p in (REPO, BENCH, os.environ.get("PYTHONPATH")) if p),
+        }
+        if os.environ.get("MINARI_DATASETS_PATH"):
+            env["MINARI_DATASETS_PATH"] = os.path.abspath(os.environ["MINARI_DATASETS_PATH"])
+        runtime_env = {"env_vars": env}
+        if self.args.address is not None:
+            ray.init(address=self.args.address, runtime_env=runtime_env)
+        else:
+            ray.init(num_cpus=self.args.num_cpus, include_dashboard=False, runtime_env=runtime_env)
+        return True
+
+    def resources(self) -> dict:
+        import torch
+
+        gpus = self.args.gpu_fraction if torch.cuda.is_available() else 0
+        return {"num_cpus": 1, "num_gpus": gpus, "max_retries": 0}
+
+    def log(self, node: Node, what: str | None = None) -> None:
+        if what is None:
+            what = node.status + (f" in {seconds(node.seconds)}" if node.status in ("done", "failed") else "")
+            what += f" ({node.detail})" if node.detail else ""
+        print(f"[sweep] {node.label}: {what}", flush=True)
+
+
+def main(args: Args) -> dict:
+    """Run the sweep; returns {"statuses": {(env_id, seed, stage): status}, "failed": [...], "root", "seconds"}."""
+    budgets, pairs, root = resolve(args)
+    t0 = time.time()
+    print(
+        f"[sweep] preset {args.preset}: {len(pairs)} (dataset, seed) runs under {root}\n[sweep] budgets: "
+        + ", ".join(f"{k}={v}" for k, v in budgets.items()),
+        flush=True,
+    )
+    sweep = Sweep(args, budgets, pairs, root)
+    sweep.run()
+    wall = time.time() - t0
+    failed = [n for n in sweep.nodes.values() if n.status == "failed"]
+    print(f"\n[sweep] wall time {wall:.0f}s ({wall / 3600:.2f} h)")
+    for node in sweep.nodes.values():
+        took = f" {seconds(node.seconds)}" if node.status in ("done", "failed") else ""
+        print(
+            f"  {node.env_id:<28} seed {'-' if node.seed is None else node.seed!s:<4} {node.stage:<26} "
+            f"{node.status}{took}" + (f"  ({node.detail})" if node.detail else "")
+        )
+    for node in failed:
+        print(f"\n[sweep] FAILED {node.label} — {sweep.failure_path(node)}:\n{node.context['traceback']}")
+    if args.report:
+        import report
+
+        try:
+            report.main(report.Args(root=root, out=args.out or os.path.join(root, "results")))
+        except Exception:  # noqa: BLE001 - the stages' results stand without the report
+            print(f"[sweep] the report failed:\n{traceback.format_exc()}")
+    return {
+        "statuses": {n.id: n.status for n in sweep.nodes.values()},
+        "failed": [n.id for n in failed],
+        "root": root,
+        "seconds": wall,
+        "budgets": budgets,
+    }
+
+
+if __name__ == "__main__":
+    result = main(tyro.cli(Args))
+    sys.exit(1 if result["failed"] else 0)

@@ -1,0 +1,256 @@
+"""benchmarks/sweep.py (the pipeline as a graph of Ray tasks, resumable) and benchmarks/report.py
+(its statistics and outputs)."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import trim_mean
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import report
+import sweep
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole graph, smoke budgets, local Ray
+# ---------------------------------------------------------------------------------------------
+def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
+    env_id = pipeline["env_id"]
+    root = tmp_path / "sweep"
+    args = sweep.Args(
+        preset="smoke", env_ids=[env_id], seeds=[0], root=str(root), num_cpus=2, alpha_grid=[5e-5, 5e-4], device="cpu"
+    )
+    first = sweep.main(args)
+    assert first["failed"] == []
+    stages = {k[2]: v for k, v in first["statuses"].items() if k[1] == 0}
+    assert set(stages) == {
+        "rebrac",
+        "dynamics",
+        "reward",
+        "meanflow",
+        "tune-ddpm-5e-05",
+        "tune-ddpm-0.0005",
+        "tune-meanflow-5e-05",
+        "tune-meanflow-0.0005",
+        "itpo-ddpm",
+        "itpo-meanflow",
+    }
+    assert set(stages.values()) == {"done"}
+
+    budgets = sweep.PRESETS["smoke"]
+    ckpts = {}
+    for stage, budget in (
+        ("rebrac", budgets["rebrac_updates"]),
+        ("dynamics", budgets["dynamics_steps"]),
+        ("reward", budgets["reward_steps"]),
+        ("meanflow", budgets["meanflow_steps"]),
+    ):
+        path = root / "checkpoints" / env_id / f"{stage}_seed0.pt"
+        assert torch.load(path, map_location="cpu", weights_only=True)["step"] == budget
+        ckpts[path] = os.stat(path).st_mtime_ns
+    summaries = {}
+    for wm in ("ddpm", "meanflow"):
+        path = root / "summaries" / f"{env_id}_seed0_{wm}.json"
+        summary = json.loads(path.read_text())
+        summaries[path] = os.stat(path).st_mtime_ns
+        alpha = summary["alpha"]
+        assert set(alpha["tuning_scores"]) == {"5e-05", "0.0005"}
+        assert alpha["tune_seeds"] == [2000, 2001]
+        best = max(alpha["tuning_scores"].values())
+        assert alpha["tuning_scores"][repr(alpha["chosen"])] == best
+        assert summary["settings"]["step_size"] == alpha["chosen"]
+        assert summary["settings"]["eval_seed"] == 1000 and summary["settings"]["world_model"] == wm
+        assert len(summary["itpo"]["normalized_scores"]) == len(summary["rebrac"]["normalized_scores"]) == 2
+        assert max(summary["itpo"]["lengths"]) <= 10
+        assert summary["budgets"]["preset"] == "smoke" and summary["budgets"]["particles"] == 4
+        assert summary["stage_seconds"]["rebrac"] > 0 and summary["stage_seconds"]["evaluation"] > 0
+    tuning = json.loads((root / "tuning" / f"{env_id}_seed0_ddpm_alpha5e-05.json").read_text())
+    assert tuning["itpo"]["lengths"] and max(tuning["itpo"]["lengths"]) <= 10  # tuning episodes are cut
+    results = root / "results"
+    assert (results / "table.md").exists() and (results / "differences.png").stat().st_size > 0
+    assert (results / "training_curves.png").stat().st_size > 0
+    assert len(list((results / "summaries").glob("*.json"))) == 2
+    assert env_id in (results / "table.md").read_text()
+
+    # A rerun finds everything complete: nothing is trained, tuned or evaluated again.
+    second = sweep.main(args)
+    assert second["failed"] == []
+    assert set(second["statuses"].values()) == {"skipped"}
+    assert {p: os.stat(p).st_mtime_ns for p in ckpts} == ckpts
+    assert {p: os.stat(p).st_mtime_ns for p in summaries} == summaries
+
+    # A larger reward budget: the reward model continues from its checkpoint (a marker put into its
+    # history survives), the other stages are kept, and both evaluations, whose reward model changed,
+    # are redone, here with a fixed α.
+    reward = root / "checkpoints" / env_id / "reward_seed0.pt"
+    ckpt = torch.load(reward, map_location="cpu", weights_only=True)
+    ckpt["history"].append({"step": -1, "marker": 1.0})
+    torch.save(ckpt, reward)
+    kept = {p: t for p, t in ckpts.items() if p != reward}
+    third = sweep.main(sweep.Args(**{**vars(args), "reward_steps": 45, "step_size": 5e-5, "report": False}))
+    by_stage = {k[2]: v for k, v in third["statuses"].items()}
+    assert by_stage == {
+        "dataset": "skipped",
+        "rebrac": "skipped",
+        "dynamics": "skipped",
+        "meanflow": "skipped",
+        "reward": "done",
+        "itpo-ddpm": "done",
+        "itpo-meanflow": "done",
+    }
+    history = torch.load(reward, map_location="cpu", weights_only=True)["history"]
+    assert {"step": -1, "marker": 1.0} in history and history[-1]["step"] == 45
+    assert {p: os.stat(p).st_mtime_ns for p in kept} == kept
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        assert summary["alpha"] == {"chosen": 5e-5, "fixed": True, "tuning_scores": {}, "tune_seeds": []}
+        assert summary["settings"]["step_size"] == 5e-5
+        assert summary["sweep_key"]["checkpoints"]["reward"]["step"] == 45
+
+
+def test_overlapping_tuning_and_evaluation_seeds_are_refused():
+    base = {"preset": "smoke", "env_ids": ["hopper-medium-replay"]}  # smoke: 2 tuning and 2 evaluation episodes
+    sweep.resolve(sweep.Args(**base, eval_seed=1000, tune_seed=1002))  # 1000..1001 vs 1002..1003: disjoint
+    for tune_seed in (1001, 999, 1000):
+        with pytest.raises(SystemExit, match="overlap"):
+            sweep.resolve(sweep.Args(**base, eval_seed=1000, tune_seed=tune_seed))
+    with pytest.raises(SystemExit, match="overlap"):  # the preset's 10 evaluation episodes reach 1009
+        sweep.resolve(sweep.Args(preset="cpu", env_ids=["hopper-medium-replay"], eval_seed=1000, tune_seed=1009))
+    sweep.resolve(sweep.Args(**base, eval_seed=1000, tune_seed=1000, step_size=5e-5))  # no tuning, no conflict
+    with pytest.raises(SystemExit, match="overlap"):  # refused before any stage or Ray starts
+        sweep.main(sweep.Args(**base, eval_seed=1000, tune_seed=1000, root="/nonexistent/never-created"))
+    assert not os.path.exists("/nonexistent/never-created")
+
+
+def test_presets_and_overrides():
+    budgets, pairs, root = sweep.resolve(
+        sweep.Args(
+            preset="cpu",
+            env_ids=["hopper-medium-replay", "hopper-medium"],
+            seeds=[0, 1],
+            runs=["hopper-medium-replay:2", "hopper-medium:1"],
+            particles=64,
+            root="x",
+        )
+    )
+    assert budgets["rebrac_updates"] == 25_000 and budgets["rebrac_batch_size"] == 256
+    assert budgets["dynamics_steps"] == 15_000 and budgets["reward_steps"] == 5_000
+    assert budgets["meanflow_steps"] == 8_000 and budgets["particles"] == 64
+    assert pairs == [
+        ("hopper-medium-replay", 0),
+        ("hopper-medium-replay", 1),
+        ("hopper-medium", 0),
+        ("hopper-medium", 1),
+        ("hopper-medium-replay", 2),
+    ]
+    assert root == os.path.abspath("x")
+    paper, _, _ = sweep.resolve(sweep.Args(preset="paper", runs=["hopper-medium:0"]))
+    assert (paper["rebrac_updates"], paper["rebrac_batch_size"], paper["particles"]) == (1_000_000, 1024, 4096)
+    with pytest.raises(SystemExit, match="env_id:seed"):
+        sweep.resolve(sweep.Args(runs=["hopper-medium"]))
+    with pytest.raises(SystemExit, match="unknown dataset"):
+        sweep.resolve(sweep.Args(env_ids=["hopper-mediocre"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Report statistics
+# ---------------------------------------------------------------------------------------------
+def test_paired_difference_is_paired():
+    rng = np.random.default_rng(0)
+    rebrac = rng.normal(50, 30, 20)  # large spread between episodes ...
+    itpo = rebrac + 10 + rng.normal(0, 0.5, 20)  # ... but every episode gains 10
+    mean, lo, hi = report.paired_difference(itpo, rebrac)
+    assert 0 < lo < mean < hi and abs(mean - 10) < 0.5 and hi - lo < 1.0
+    noise = rebrac + rng.normal(0, 5, 20)  # no gain
+    mean, lo, hi = report.paired_difference(noise, rebrac)
+    assert lo < 0 < hi
+    # pairs given as dicts are matched by key, whatever their order
+    keys = [(s, 1000 + e) for s in range(2) for e in range(10)]
+    a = dict(zip(keys, itpo))
+    b = dict(reversed(list(zip(keys, rebrac))))
+    assert report.paired_difference(a, b) == report.paired_difference(itpo, rebrac)
+    with pytest.raises(ValueError):
+        report.paired_difference(a, dict(list(b.items())[1:]))
+    with pytest.raises(ValueError):
+        report.paired_difference(itpo, rebrac[1:])
+
+
+def test_bootstrap_ci():
+    assert report.bootstrap_ci([3.0] * 5) == (3.0, 3.0, 3.0)
+    x = np.random.default_rng(1).normal(0, 1, 400)
+    mean, lo, hi = report.bootstrap_ci(x)
+    assert mean == pytest.approx(x.mean()) and lo < mean < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * x.std() / 20, rel=0.15)  # ≈ the normal interval
+    assert report.bootstrap_ci(x) == (mean, lo, hi)  # fixed RNG seed
+
+
+def test_iqm_of_a_known_matrix():
+    scores = np.array([[0.0, 1.0, 2.0, 3.0], [4.0, 10.0, 20.0, 100.0]])  # mean 17.5, median 3.5
+    iqm = report.iqm_table({"a": scores, "b": scores + 1}, reps=200)
+    assert iqm["a"][0] == pytest.approx((2 + 3 + 4 + 10) / 4)
+    assert iqm["b"][0] == pytest.approx((2 + 3 + 4 + 10) / 4 + 1)
+    assert iqm["a"][1] <= iqm["a"][0] <= iqm["a"][2]
+
+
+def fake_summary(env_id, seed, wm, itpo, rebrac, alpha, eval_seed=1000):
+    return {
+        "settings": {
+            "env_id": env_id,
+            "seed": seed,
+            "world_model": wm,
+            "eval_seed": eval_seed,
+            "horizon": 5,
+            "particles": 32,
+            "inner_steps": 1,
+            "max_episode_steps": None,
+            "step_size": alpha,
+        },
+        "itpo": {"normalized_scores": list(itpo), "mean": float(np.mean(itpo)), "seconds_per_env_step": 0.05},
+        "rebrac": {"normalized_scores": list(rebrac), "mean": float(np.mean(rebrac)), "seconds_per_env_step": 0.001},
+        "alpha": {"chosen": alpha, "tuning_scores": {}, "tune_seeds": [2000]},
+        "budgets": {"preset": "cpu", "rebrac_updates": 25000},
+    }
+
+
+def test_report_on_hand_made_summaries(tmp_path):
+    """DDPM gains 10 on every episode (interval excludes 0), MeanFlow gains nothing (interval
+    includes 0); the aggregate uses as many seeds per dataset as the dataset with the fewest."""
+    rng = np.random.default_rng(0)
+    root, runs = tmp_path / "sweep", {"hopper-medium-replay": [0, 1, 2], "walker2d-medium": [0, 1]}
+    os.makedirs(root / "summaries")
+    per_run = {"rebrac": {}, "ddpm": {}, "meanflow": {}}
+    for env_id, seeds in runs.items():
+        for seed in seeds:
+            rebrac = rng.normal(50, 30, 10)
+            ddpm = rebrac + 10 + rng.normal(0, 0.5, 10)
+            meanflow = rebrac + rng.normal(0, 3, 10)
+            for wm, itpo, alpha in (("ddpm", ddpm, 5e-5), ("meanflow", meanflow, 5e-6 if seed else 5e-5)):
+                s = fake_summary(env_id, seed, wm, itpo, rebrac, alpha)
+                (root / "summaries" / f"{env_id}_seed{seed}_{wm}.json").write_text(json.dumps(s))
+            for algo, v in (("rebrac", rebrac), ("ddpm", ddpm), ("meanflow", meanflow)):
+                per_run[algo][(env_id, seed)] = v.mean()
+    out = report.main(report.Args(root=str(root), out=str(tmp_path / "results"), reps=2000))
+    rows = {r["env_id"]: r for r in out["rows"]}
+    for r in rows.values():
+        assert r["diff"]["ddpm"][1] > 0
+        assert r["diff"]["meanflow"][1] < 0 < r["diff"]["meanflow"][2]
+        assert r["alpha"]["ddpm"] == "5e-05"
+    assert rows["hopper-medium-replay"]["alpha"]["meanflow"] == "5e-05 (s0), 5e-06 (s1), 5e-06 (s2)"
+    assert rows["hopper-medium-replay"]["n_episodes"]["rebrac"] == 30
+    assert rows["hopper-medium-replay"]["ms"]["ddpm"] == pytest.approx(50.0)
+    assert out["n_runs"] == 2 and out["datasets"] == ["hopper-medium-replay", "walker2d-medium"]
+    for algo in ("rebrac", "ddpm", "meanflow"):  # runs = seeds 0 and 1 of each dataset
+        matrix = [[per_run[algo][(e, s)] for e in out["datasets"]] for s in (0, 1)]
+        assert out["iqm"][algo][0] == pytest.approx(trim_mean(np.ravel(matrix), 0.25))
+    table = (tmp_path / "results" / "table.md").read_text()
+    assert "unequal numbers of seeds" in table and "hopper-medium-replay seeds [2]" in table
+    assert "rebrac_updates=25000" in table and "ITPO-MeanFlow" in table
+    for name in ("differences.png", "training_curves.png"):
+        assert (tmp_path / "results" / name).stat().st_size > 0
+    assert len(list((tmp_path / "results" / "summaries").glob("*.json"))) == 10
