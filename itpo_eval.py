@@ -41,9 +41,6 @@ from common import (
     run_episodes,
     seed_everything,
 )
-from rebrac import load_rebrac
-from train_dynamics import load_dynamics
-from train_reward import load_reward
 
 
 @dataclass
@@ -106,6 +103,11 @@ class Args:
 # ---------------------------------------------------------------------------------------------
 def load_models(args: Args):
     """(actor, critic, world model, reward model, rebrac args) for args.env_id, on args.device."""
+    # imported here, not at the top: ITPOAgent with your own models needs only this file and common.py
+    from rebrac import load_rebrac
+    from train_dynamics import load_dynamics
+    from train_reward import load_reward
+
     env_id, seed = args.env_id, args.seed
     actor, critic, rebrac = load_rebrac(args.rebrac_checkpoint or checkpoint_path(env_id, "rebrac", seed), env_id, seed)
     if args.world_model == "ddpm":

@@ -288,3 +288,18 @@ def test_compiled_step_equals_eager():
     for k in eager.params:
         torch.testing.assert_close(compiled.params[k][0], eager.params[k][0], rtol=1e-6, atol=1e-9)
     assert not torch.equal(compiled.params["net.0.weight"][1], eager.params["net.0.weight"][1])
+
+
+def test_each_new_episode_starts_from_the_pretrained_actor(pipeline, monkeypatch):
+    """Through `evaluate`, as users run it: the second evaluation's first inner step sees the pretrained ψ."""
+    args = small_args(pipeline, step_size=1e-2, max_episode_steps=3, episodes=2)
+    actor, critic, world, reward, _ = itpo_eval.load_models(args)
+    agent = itpo_eval.ITPOAgent(actor, critic, world, reward, args, gamma=0.99)
+    calls = record_inner_steps(monkeypatch)
+    itpo_eval.evaluate(agent, args, None, "first")
+    moved = {k: v.clone() for k, v in agent.params.items()}
+    start = len(calls)
+    itpo_eval.evaluate(agent, args, None, "second")
+    for k, v in stacked(actor, 2).items():
+        assert torch.equal(calls[start]["params"][k], v)
+    assert not torch.equal(moved["net.0.weight"], stacked(actor, 2)["net.0.weight"])
