@@ -52,11 +52,18 @@ from common import (
     seed_everything,
 )
 
+
 # ---------------------------------------------------------------------------------------------
 # Writing datasets
 # ---------------------------------------------------------------------------------------------
-def write_minari_dataset(dataset_id: str, episodes: list[dict], env_spec, ref: tuple[float, float],
-                         description: str, policy_file: str | None = None) -> None:
+def write_minari_dataset(
+    dataset_id: str,
+    episodes: list[dict],
+    env_spec,
+    ref: tuple[float, float],
+    description: str,
+    policy_file: str | None = None,
+) -> None:
     """Create a Minari dataset atomically: built under a hidden staging root (ignored by
     `minari.list_local_datasets`), then renamed into place, with the behaviour policy beside `data/`."""
     import minari
@@ -70,9 +77,16 @@ def write_minari_dataset(dataset_id: str, episodes: list[dict], env_spec, ref: t
     os.environ["MINARI_DATASETS_PATH"] = staging
     try:
         minari.create_dataset_from_buffers(
-            dataset_id, buffer=[EpisodeBuffer(**e) for e in episodes], env=env_spec, eval_env=env_spec,
-            algorithm_name="SB3-SAC (D4RL recipe)" if "antmaze" not in dataset_id else "SB3-SAC ant + BFS waypoints", code_permalink="collect_dataset.py", author="itpo",
-            author_email="itpo@localhost", ref_min_score=ref[0], ref_max_score=ref[1],
+            dataset_id,
+            buffer=[EpisodeBuffer(**e) for e in episodes],
+            env=env_spec,
+            eval_env=env_spec,
+            algorithm_name="SB3-SAC ant + BFS waypoints" if "antmaze" in dataset_id else "SB3-SAC (D4RL recipe)",
+            code_permalink="collect_dataset.py",
+            author="itpo",
+            author_email="itpo@localhost",
+            ref_min_score=ref[0],
+            ref_max_score=ref[1],
             description=description,
         )
     finally:
@@ -119,8 +133,14 @@ def _stack_episode(ep: dict, index: int) -> dict:
 
 
 def minari_episode_to_dict(episode, index: int) -> dict:
-    return {"id": index, "observations": episode.observations, "actions": episode.actions,
-            "rewards": episode.rewards, "terminations": episode.terminations, "truncations": episode.truncations}
+    return {
+        "id": index,
+        "observations": episode.observations,
+        "actions": episode.actions,
+        "rewards": episode.rewards,
+        "terminations": episode.terminations,
+        "truncations": episode.truncations,
+    }
 
 
 def replay_to_episodes(buffer, end: int) -> list[dict]:
@@ -136,12 +156,16 @@ def replay_to_episodes(buffer, end: int) -> list[dict]:
         truncs = timeouts[sl].copy()
         if stop == end - 1 and not dones[stop]:
             truncs[-1] = True
-        episodes.append({
-            "id": len(episodes),
-            "observations": np.concatenate([obs[sl], next_obs[stop:stop + 1]]),
-            "actions": actions[sl], "rewards": rewards[sl],
-            "terminations": dones[sl] & ~timeouts[sl], "truncations": truncs,
-        })
+        episodes.append(
+            {
+                "id": len(episodes),
+                "observations": np.concatenate([obs[sl], next_obs[stop : stop + 1]]),
+                "actions": actions[sl],
+                "rewards": rewards[sl],
+                "terminations": dones[sl] & ~timeouts[sl],
+                "truncations": truncs,
+            }
+        )
         start = stop + 1
     return episodes
 
@@ -248,12 +272,17 @@ def _write_json(path: str, obj) -> None:
 # ---------------------------------------------------------------------------------------------
 # AntMaze: a goal-reaching ant driven through the maze by a waypoint planner (D4RL's and Minari's recipe)
 # ---------------------------------------------------------------------------------------------
-ANTMAZE_SETS = {"umaze": ["umaze", "umaze-diverse"], "medium": ["medium-play", "medium-diverse"],
-                "large": ["large-play", "large-diverse"]}
+ANTMAZE_SETS = {
+    "umaze": ["umaze", "umaze-diverse"],
+    "medium": ["medium-play", "medium-diverse"],
+    "large": ["large-play", "large-diverse"],
+}
 # The play sets' hand-picked goal cells (row, col of common.ANTMAZE_MAPS), spread over the maze. The data's
 # rewards are those of its own goals, so the evaluation goal is among them.
-PLAY_GOALS = {"medium": [(1, 1), (2, 6), (3, 3), (5, 1), (6, 6)],
-              "large": [(1, 1), (1, 10), (3, 5), (5, 4), (7, 1), (7, 9)]}
+PLAY_GOALS = {
+    "medium": [(1, 1), (2, 6), (3, 3), (5, 1), (6, 6)],
+    "large": [(1, 1), (1, 10), (3, 5), (5, 4), (7, 1), (7, 9)],
+}
 GOAL_RADIUS = 0.45  # gymnasium-robotics' success distance
 MAX_GOAL_DISTANCE = 6.0  # the ant trains on goals up to 6 m away; farther ones are seen at 6 m
 
@@ -283,8 +312,14 @@ class GoalReachAnt(gym.Wrapper):
     observation is Ant-v5's without x, y), without walls to learn around: walls are the planner's job."""
 
     def __init__(self, max_episode_steps: int = 500, progress_weight: float = 4.0, goal_bonus: float = 10.0):
-        super().__init__(gym.make("Ant-v5", exclude_current_positions_from_observation=False,
-                                  include_cfrc_ext_in_observation=False, max_episode_steps=max_episode_steps))
+        super().__init__(
+            gym.make(
+                "Ant-v5",
+                exclude_current_positions_from_observation=False,
+                include_cfrc_ext_in_observation=False,
+                max_episode_steps=max_episode_steps,
+            )
+        )
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (29,), np.float32)
         self.progress_weight, self.goal_bonus = progress_weight, goal_bonus
 
@@ -376,7 +411,8 @@ def goal_reaching_action(model, planner: WaypointPlanner, obs: dict, noise: floa
 def behaviour_success_rate(model, size: str, args: Args, noise: float) -> float:
     """Success rate of the behaviour on the evaluation task: the start cell to the goal cell within the
     episode limit of the evaluation maze."""
-    env, rng, successes = make_env(f"antmaze-{ANTMAZE_SETS[size][0]}", flatten=False), np.random.default_rng(args.seed), 0
+    env = make_env(f"antmaze-{ANTMAZE_SETS[size][0]}", flatten=False)
+    rng, successes = np.random.default_rng(args.seed), 0
     for i in range(args.antmaze_eval_episodes):
         obs, _ = env.reset(seed=args.seed + 20_000 + i)
         planner = WaypointPlanner(env.unwrapped.maze)
@@ -409,12 +445,20 @@ def collect_antmaze_dataset(kind: str, model, args: Args, seed: int) -> tuple[li
 
     def reset():
         here = cells[rng.integers(len(cells))] if kind.endswith("diverse") else marks["r"]
-        return maze_env.reset(seed=int(rng.integers(2**31)),
-                              options={"reset_cell": np.array(here), "goal_cell": np.array(pick_goal(here))})
+        return maze_env.reset(
+            seed=int(rng.integers(2**31)),
+            options={"reset_cell": np.array(here), "goal_cell": np.array(pick_goal(here))},
+        )
 
     def new_episode(obs, info):
-        return {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": [],
-                "infos": [bool(info["success"])]}
+        return {
+            "observations": [obs],
+            "actions": [],
+            "rewards": [],
+            "terminations": [],
+            "truncations": [],
+            "infos": [bool(info["success"])],
+        }
 
     episodes, ends = [], {"success": 0, "timeout": 0, "flipped": 0, "budget": 0}
     obs, info = reset()
@@ -422,10 +466,25 @@ def collect_antmaze_dataset(kind: str, model, args: Args, seed: int) -> tuple[li
     for t in range(args.transitions):
         action = goal_reaching_action(model, planner, obs, args.action_noise, rng)
         obs, reward, terminated, _, info = maze_env.step(action)
-        end = ("success" if info["success"] else "flipped" if flipped(obs["observation"])
-               else "timeout" if len(ep["actions"]) + 1 >= limit else "budget" if t == args.transitions - 1 else None)
-        for k, v in (("actions", action), ("rewards", reward), ("terminations", terminated),
-                     ("truncations", end is not None), ("observations", obs), ("infos", bool(info["success"]))):
+        end = (
+            "success"
+            if info["success"]
+            else "flipped"
+            if flipped(obs["observation"])
+            else "timeout"
+            if len(ep["actions"]) + 1 >= limit
+            else "budget"
+            if t == args.transitions - 1
+            else None
+        )
+        for k, v in (
+            ("actions", action),
+            ("rewards", reward),
+            ("terminations", terminated),
+            ("truncations", end is not None),
+            ("observations", obs),
+            ("infos", bool(info["success"])),
+        ):
             ep[k].append(v)
         if end is None:
             continue
@@ -441,9 +500,13 @@ def collect_antmaze_dataset(kind: str, model, args: Args, seed: int) -> tuple[li
             obs, info = reset()
         ep = new_episode(obs, info)
     env.close()
-    stats = {"transitions": args.transitions, "episodes": len(episodes), "ends": ends,
-             "success_fraction": ends["success"] / len(episodes),
-             "successes_per_1k_steps": 1000 * ends["success"] / args.transitions}
+    stats = {
+        "transitions": args.transitions,
+        "episodes": len(episodes),
+        "ends": ends,
+        "success_fraction": ends["success"] / len(episodes),
+        "successes_per_1k_steps": 1000 * ends["success"] / args.transitions,
+    }
     return episodes, stats
 
 
@@ -454,11 +517,15 @@ def collect_antmaze(args: Args) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     sizes = ["umaze", "medium"] if args.env == "antmaze" else [args.env.split("-", 1)[1]]
-    require(all(s in ANTMAZE_SETS for s in sizes),
-            f"unknown --env {args.env!r}; AntMaze: antmaze, antmaze-umaze, antmaze-medium or antmaze-large")
-    require(args.snapshot_every % args.ant_envs == 0 and args.ant_timesteps % args.snapshot_every == 0,
-            f"--ant-timesteps ({args.ant_timesteps}) must be a multiple of --snapshot-every ({args.snapshot_every}), "
-            f"and that a multiple of --ant-envs ({args.ant_envs})")
+    require(
+        all(s in ANTMAZE_SETS for s in sizes),
+        f"unknown --env {args.env!r}; AntMaze: antmaze, antmaze-umaze, antmaze-medium or antmaze-large",
+    )
+    require(
+        args.snapshot_every % args.ant_envs == 0 and args.ant_timesteps % args.snapshot_every == 0,
+        f"--ant-timesteps ({args.ant_timesteps}) must be a multiple of --snapshot-every ({args.snapshot_every}), "
+        f"and that a multiple of --ant-envs ({args.ant_envs})",
+    )
     work = os.path.join(args.work_dir, "antmaze", f"seed{args.seed}")
     os.makedirs(work, exist_ok=True)
     writer = SummaryWriter(f"runs/collect_antmaze_seed{args.seed}")
@@ -468,19 +535,31 @@ def collect_antmaze(args: Args) -> None:
 
     # 1. The goal-reaching ant: SAC on the open floor, a few envs, one update per step of all of them.
     envs = make_vec_env(GoalReachAnt, n_envs=args.ant_envs, seed=args.seed)
-    model = train_sac(envs, args.ant_timesteps, args, work, progress, writer,
-                      lambda m, step: evaluate_goal_ant(m, args, step), gamma=0.98)
+    model = train_sac(
+        envs,
+        args.ant_timesteps,
+        args,
+        work,
+        progress,
+        writer,
+        lambda m, step: evaluate_goal_ant(m, args, step),
+        gamma=0.98,
+    )
     final = progress["snapshots"][-1]
-    print(f"[collect] goal-reaching ant: {final['step']} SAC steps ({args.ant_envs} envs) in "
-          f"{progress['sac_seconds'] / 60:.1f} min; {final['goals']:.1f} goals per 500 steps on the open floor")
+    print(
+        f"[collect] goal-reaching ant: {final['step']} SAC steps ({args.ant_envs} envs) in "
+        f"{progress['sac_seconds'] / 60:.1f} min; {final['goals']:.1f} goals per 500 steps on the open floor"
+    )
 
     # 2. Per maze: the behaviour's success rate on the evaluation task, then the datasets.
     behaviour, stats = progress.setdefault("behaviour", {}), progress.setdefault("datasets", {})
     for size in sizes:
         if size not in behaviour:
-            behaviour[size] = {"episodes": args.antmaze_eval_episodes,
-                               "success_rate": behaviour_success_rate(model, size, args, args.action_noise),
-                               "success_rate_without_noise": behaviour_success_rate(model, size, args, 0.0)}
+            behaviour[size] = {
+                "episodes": args.antmaze_eval_episodes,
+                "success_rate": behaviour_success_rate(model, size, args, args.action_noise),
+                "success_rate_without_noise": behaviour_success_rate(model, size, args, 0.0),
+            }
             _write_json(progress_file, progress)
         print(f"[collect] behaviour in the {size} evaluation maze (start to goal): {behaviour[size]}")
         for kind in ANTMAZE_SETS[size]:
@@ -488,10 +567,18 @@ def collect_antmaze(args: Args) -> None:
             if dataset_id in minari.list_local_datasets():
                 continue
             episodes, stats[kind] = collect_antmaze_dataset(kind, model, args, seed=args.seed + len(stats) + 1)
-            description = (f"D4RL-style antmaze-{kind}: SB3-SAC goal-reaching ant ({final['step']} steps) driven by "
-                           f"BFS waypoints, action noise {args.action_noise}; episodes cut at each success")
-            write_minari_dataset(dataset_id, episodes, make_env(f"antmaze-{kind}", flatten=False).spec,
-                                 REF_SCORES["antmaze"], description, final["path"])
+            description = (
+                f"D4RL-style antmaze-{kind}: SB3-SAC goal-reaching ant ({final['step']} steps) driven by "
+                f"BFS waypoints, action noise {args.action_noise}; episodes cut at each success"
+            )
+            write_minari_dataset(
+                dataset_id,
+                episodes,
+                make_env(f"antmaze-{kind}", flatten=False).spec,
+                REF_SCORES["antmaze"],
+                description,
+                final["path"],
+            )
             _write_json(progress_file, progress)
             print(f"[collect] wrote {dataset_id}: {stats[kind]}")
     progress["total_seconds"] = progress.get("total_seconds", 0.0) + time.time() - t0
@@ -514,18 +601,29 @@ def train_sac(env, total: int, args: Args, work: str, progress: dict, writer, ev
         last = (model.replay_buffer.pos - 1) % model.replay_buffer.buffer_size
         model.replay_buffer.dones[last] = model.replay_buffer.timeouts[last] = 1.0
     else:
-        model = SAC("MlpPolicy", env, buffer_size=total, learning_starts=args.learning_starts,
-                    seed=args.seed, device=args.device, verbose=0, **sac_kwargs)
+        model = SAC(
+            "MlpPolicy",
+            env,
+            buffer_size=total,
+            learning_starts=args.learning_starts,
+            seed=args.seed,
+            device=args.device,
+            verbose=0,
+            **sac_kwargs,
+        )
     if progress["step"] < total:
-        model.learn(total - progress["step"], reset_num_timesteps=False,
-                    callback=snapshot_callback(args, work, progress, writer, evaluate, total))
+        model.learn(
+            total - progress["step"],
+            reset_num_timesteps=False,
+            callback=snapshot_callback(args, work, progress, writer, evaluate, total),
+        )
     return model
 
 
 def main(args: Args) -> None:
+    import minari
     from stable_baselines3 import SAC
     from torch.utils.tensorboard import SummaryWriter
-    import minari
 
     if args.datasets_path:
         os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(args.datasets_path)
@@ -533,8 +631,10 @@ def main(args: Args) -> None:
     if args.env.startswith("antmaze"):
         return collect_antmaze(args)
     if args.env not in MUJOCO_ENVS:
-        sys.exit(f"error: unknown --env {args.env!r}; choose one of {list(MUJOCO_ENVS)}, antmaze or "
-                 f"antmaze-umaze/-medium/-large")
+        sys.exit(
+            f"error: unknown --env {args.env!r}; choose one of {list(MUJOCO_ENVS)}, antmaze or "
+            f"antmaze-umaze/-medium/-large"
+        )
 
     work = os.path.join(args.work_dir, args.env, f"seed{args.seed}")
     os.makedirs(work, exist_ok=True)
@@ -544,15 +644,24 @@ def main(args: Args) -> None:
     t0 = time.time()
 
     # 1. Online SAC with snapshots; resumes from the last snapshot's model and replay buffer.
-    model = train_sac(make_env(f"{args.env}-random"), args.total_timesteps, args, work, progress, writer,
-                      lambda m, step: evaluate_sb3(m, args, step))
+    model = train_sac(
+        make_env(f"{args.env}-random"),
+        args.total_timesteps,
+        args,
+        work,
+        progress,
+        writer,
+        lambda m, step: evaluate_sb3(m, args, step),
+    )
 
     # 2. Pick the snapshots: final, and "medium" = eval return nearest one third of the final's.
     snaps = progress["snapshots"]
     final = snaps[-1]
     medium = min(snaps[:-1] or snaps, key=lambda s: abs(s["return"] - final["return"] / 3))
-    print(f"[collect] final policy: step {final['step']}, return {final['return']:.1f}; "
-          f"medium snapshot: step {medium['step']}, return {medium['return']:.1f}")
+    print(
+        f"[collect] final policy: step {final['step']}, return {final['return']:.1f}; "
+        f"medium snapshot: step {medium['step']}, return {medium['return']:.1f}"
+    )
 
     # 3. Write the six datasets; one that already exists is kept (resuming).
     spec, ref = gym.spec(MUJOCO_ENVS[args.env]), REF_SCORES[args.env]
@@ -560,9 +669,14 @@ def main(args: Args) -> None:
     rollout_env = make_env(f"{args.env}-random")
     rollout_env.action_space.seed(args.seed)
     replay = model.replay_buffer
-    for kind, policy_path in (("random", None), ("medium", medium["path"]), ("expert", final["path"]),
-                              ("medium-replay", medium["path"]), ("full-replay", final["path"]),
-                              ("medium-expert", final["path"])):
+    for kind, policy_path in (
+        ("random", None),
+        ("medium", medium["path"]),
+        ("expert", final["path"]),
+        ("medium-replay", medium["path"]),
+        ("full-replay", final["path"]),
+        ("medium-expert", final["path"]),
+    ):
         dataset_id = f"local/{args.env}/{kind}-v0"
         if dataset_id in minari.list_local_datasets():
             continue
@@ -573,20 +687,29 @@ def main(args: Args) -> None:
                 policy = SAC.load(policy_path, device=args.device)
                 act = lambda o, p=policy: p.predict(o, deterministic=False)[0]  # noqa: E731
             episodes, returns = rollout_episodes(rollout_env, act, args.transitions, args.seed + len(stats) + 1)
-            stats[kind] = {"return": float(np.mean(returns)),
-                           "normalised": float(normalized_score(f"{args.env}-{kind}", np.mean(returns)))}
+            stats[kind] = {
+                "return": float(np.mean(returns)),
+                "normalised": float(normalized_score(f"{args.env}-{kind}", np.mean(returns))),
+            }
             description = f"D4RL-style {kind}: {'uniform random actions' if policy_path is None else policy_path}"
         elif kind == "medium-expert":
-            episodes = [minari_episode_to_dict(e, i) for i, e in enumerate(
-                [*minari.load_dataset(f"local/{args.env}/medium-v0").iterate_episodes(),
-                 *minari.load_dataset(f"local/{args.env}/expert-v0").iterate_episodes()])]
+            episodes = [
+                minari_episode_to_dict(e, i)
+                for i, e in enumerate(
+                    [
+                        *minari.load_dataset(f"local/{args.env}/medium-v0").iterate_episodes(),
+                        *minari.load_dataset(f"local/{args.env}/expert-v0").iterate_episodes(),
+                    ]
+                )
+            ]
             description = "D4RL-style medium-expert: medium ∪ expert"
         else:
             end = medium["step"] if kind == "medium-replay" else replay.size()
             episodes = replay_to_episodes(replay, end)
             description = f"D4RL-style {kind}: the SAC replay buffer, steps 0-{end}"
-        stats.setdefault(kind, {}).update(transitions=int(sum(len(e["actions"]) for e in episodes)),
-                                          episodes=len(episodes))
+        stats.setdefault(kind, {}).update(
+            transitions=int(sum(len(e["actions"]) for e in episodes)), episodes=len(episodes)
+        )
         write_minari_dataset(dataset_id, episodes, spec, ref, description, policy_path)
         _write_json(progress_file, progress)
         print(f"[collect] wrote {dataset_id}: {stats[kind]}")

@@ -86,8 +86,10 @@ def require_positive(args, *fields: str) -> None:
     """Each named field of `args` must be a finite number above zero (None means "the default")."""
     for name in fields:
         value = getattr(args, name)
-        require(value is None or (value > 0 and math.isfinite(value)),
-                f"--{name.replace('_', '-')} must be a positive number, not {value}")
+        require(
+            value is None or (value > 0 and math.isfinite(value)),
+            f"--{name.replace('_', '-')} must be a positive number, not {value}",
+        )
 
 
 def parse_env_id(env_id: str) -> tuple[str, str]:
@@ -158,8 +160,10 @@ def make_eval_env_fn(env_id: str, dataset_id: str | None = None, dataset=None, v
         info = describe_env(probe)
         probe.close()
         cells = f", start {info.get('reset_cells')}, goal {info.get('goal_cells')}" if "maze_map" in info else ""
-        print(f"[eval] {env_id}: {info['id']} from the eval_env_spec of {dataset.id}, "
-              f"{info['max_episode_steps']} steps{cells}")
+        print(
+            f"[eval] {env_id}: {info['id']} from the eval_env_spec of {dataset.id}, "
+            f"{info['max_episode_steps']} steps{cells}"
+        )
     return make
 
 
@@ -167,14 +171,21 @@ def describe_env(env: gym.Env) -> dict:
     """What an evaluation env is, read from the env itself: gymnasium id, episode limit and, for a maze,
     the map it built with its start (r) and goal (g) cells."""
     spec = env.spec
-    info = {"id": spec.id if spec else type(env.unwrapped).__name__,
-            "max_episode_steps": spec.max_episode_steps if spec else None}
+    info = {
+        "id": spec.id if spec else type(env.unwrapped).__name__,
+        "max_episode_steps": spec.max_episode_steps if spec else None,
+    }
     maze = getattr(env.unwrapped, "maze", None)
     if maze is not None:
         maze_map = [[c if isinstance(c, str) else int(c) for c in row] for row in maze.maze_map]
         cells = lambda mark: [[i, j] for i, row in enumerate(maze_map) for j, c in enumerate(row) if c in mark]  # noqa: E731
-        info.update(maze_map=maze_map, reset_cells=cells(("r", "c")), goal_cells=cells(("g", "c")),
-                    continuing_task=bool(env.unwrapped.continuing_task), reset_target=bool(env.unwrapped.reset_target))
+        info.update(
+            maze_map=maze_map,
+            reset_cells=cells(("r", "c")),
+            goal_cells=cells(("g", "c")),
+            continuing_task=bool(env.unwrapped.continuing_task),
+            reset_target=bool(env.unwrapped.reset_target),
+        )
     return info
 
 
@@ -343,12 +354,13 @@ def load_checkpoint(path: str, env_id: str, stage: str, seed: int = 0) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, a text file, a pickle of foreign classes, ...
-        sys.exit(f"error: {path} is not a readable {stage} checkpoint ({type(err).__name__}). "
-                 f"Remake it with: {remake}")
+        sys.exit(f"error: {path} is not a readable {stage} checkpoint ({type(err).__name__}). Remake it with: {remake}")
     if not isinstance(ckpt, dict) or ckpt.get("env_id") != env_id:
         found = ckpt.get("env_id") if isinstance(ckpt, dict) else type(ckpt).__name__
-        sys.exit(f"error: {path} was trained on {found!r}, not {env_id!r}. "
-                 f"Point to the right file or make one with: {remake}")
+        sys.exit(
+            f"error: {path} was trained on {found!r}, not {env_id!r}. "
+            f"Point to the right file or make one with: {remake}"
+        )
     return ckpt
 
 
@@ -379,8 +391,15 @@ def load_rng_state(state, device: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Evaluation episodes on the real env (ReBRAC's evaluation and ITPO's)
 # ---------------------------------------------------------------------------------------------
-def run_episodes(make_env, env_id: str, seeds: list[int], act, max_episode_steps: int | None = None,
-                 on_step=None, progress: str | None = None) -> dict[str, list]:
+def run_episodes(
+    make_env,
+    env_id: str,
+    seeds: list[int],
+    act,
+    max_episode_steps: int | None = None,
+    on_step=None,
+    progress: str | None = None,
+) -> dict[str, list]:
     """Run one episode per seed, all envs in lockstep. `act(obs [N, d] float32, alive [N] bool)`
     returns actions [N, act_dim]; only the alive rows are used (finished episodes keep their row,
     so `act` always sees N rows). AntMaze episodes end at the first success, as D4RL's did.
@@ -410,8 +429,13 @@ def run_episodes(make_env, env_id: str, seeds: list[int], act, max_episode_steps
     for env in envs:
         env.close()
     outcomes = [episode_outcome(env_id, r, s) for r, s in zip(returns, successes)]
-    return {"returns": returns.tolist(), "lengths": lengths.tolist(), "successes": successes.tolist(),
-            "outcomes": outcomes, "env": described}
+    return {
+        "returns": returns.tolist(),
+        "lengths": lengths.tolist(),
+        "successes": successes.tolist(),
+        "outcomes": outcomes,
+        "env": described,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,8 +518,18 @@ def prepare(args, stage: str):
     return to_tensors(train, args.device), to_tensors(held_out, args.device), path
 
 
-def fit(model: nn.Module, loss_fn, evaluate, args, stage: str, train: dict, held_out: dict, path: str,
-        meta: dict | None = None, ema_decay: float | None = None) -> dict:
+def fit(
+    model: nn.Module,
+    loss_fn,
+    evaluate,
+    args,
+    stage: str,
+    train: dict,
+    held_out: dict,
+    path: str,
+    meta: dict | None = None,
+    ema_decay: float | None = None,
+) -> dict:
     """Train `model` on minibatches of `train` with `loss_fn(model, batch)`; every `args.eval_every`
     steps log the dict `evaluate(model, held_out)`; checkpoint atomically at `path` with the model's
     config and `meta`; honour --resume. With `ema_decay`, an exponential moving average of the weights
@@ -506,7 +540,8 @@ def fit(model: nn.Module, loss_fn, evaluate, args, stage: str, train: dict, held
     ema = None
     if ema_decay is not None:
         ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay), use_buffers=True
+        )
     start, history = 0, []  # history: the held-out metrics at each evaluation, kept in the checkpoint
     ckpt = resume_checkpoint(path, args.env_id, stage, args.seed) if args.resume else None
     if ckpt is not None:
@@ -524,10 +559,26 @@ def fit(model: nn.Module, loss_fn, evaluate, args, stage: str, train: dict, held
     metrics, t0 = {}, time.time()
 
     def save(step: int):
-        weights = {"model": ema.module.state_dict(), "raw_model": model.state_dict()} if ema else {"model": model.state_dict()}
-        atomic_torch_save({**weights, "config": model.config, "opt": opt.state_dict(),
-                           "step": step, "env_id": args.env_id, "args": plain_args, "metrics": metrics,
-                           "history": history, "rng_state": save_rng_state(device), **(meta or {})}, path)
+        weights = (
+            {"model": ema.module.state_dict(), "raw_model": model.state_dict()}
+            if ema
+            else {"model": model.state_dict()}
+        )
+        atomic_torch_save(
+            {
+                **weights,
+                "config": model.config,
+                "opt": opt.state_dict(),
+                "step": step,
+                "env_id": args.env_id,
+                "args": plain_args,
+                "metrics": metrics,
+                "history": history,
+                "rng_state": save_rng_state(device),
+                **(meta or {}),
+            },
+            path,
+        )
 
     bar = tqdm(range(start, args.total_steps), initial=start, total=args.total_steps, desc=stage, mininterval=2)
     for step in bar:
@@ -550,7 +601,10 @@ def fit(model: nn.Module, loss_fn, evaluate, args, stage: str, train: dict, held
             bar.write(f"[{stage}] step {step + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             save(step + 1)
     metrics["seconds"] = time.time() - t0
-    print(f"[{stage}] {args.total_steps - start} steps in {metrics['seconds']:.0f}s; held-out "
-          + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "seconds") + f"; checkpoint {path}")
+    print(
+        f"[{stage}] {args.total_steps - start} steps in {metrics['seconds']:.0f}s; held-out "
+        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "seconds")
+        + f"; checkpoint {path}"
+    )
     writer.close()
     return metrics

@@ -48,7 +48,7 @@ class Args:
     env_id: str = "hopper-medium-replay"
     """D4RL short name"""
     dataset_id: str | None = None
-    """explicit Minari dataset id; AntMaze is evaluated in the env this dataset declares (default: resolved from --env-id)"""
+    """explicit Minari dataset id (default: resolved from --env-id); AntMaze is evaluated in the env it declares"""
     seed: int = 0
     """seed of the checkpoints to load and of the imagination noise"""
     horizon: int = 5
@@ -91,11 +91,15 @@ class Args:
     def __post_init__(self):
         parse_env_id(self.env_id)
         require_positive(self, "horizon", "particles", "inner_steps", "episodes", "max_episode_steps")
-        require(math.isfinite(self.step_size) and self.step_size >= 0,
-                f"--step-size must be a finite number ≥ 0, not {self.step_size}")
+        require(
+            math.isfinite(self.step_size) and self.step_size >= 0,
+            f"--step-size must be a finite number ≥ 0, not {self.step_size}",
+        )
         require(self.gamma is None or 0 < self.gamma <= 1, f"--gamma must be in (0, 1], not {self.gamma}")
-        require(not self.device.startswith("cuda") or torch.cuda.is_available(),
-                f"--device {self.device}: torch sees no CUDA device here; use --device cpu")
+        require(
+            not self.device.startswith("cuda") or torch.cuda.is_available(),
+            f"--device {self.device}: torch sees no CUDA device here; use --device cpu",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,8 +123,10 @@ def load_models(args: Args):
     reward = load_reward(args.reward_checkpoint or checkpoint_path(env_id, "reward", seed), env_id, seed)
     for name, model in (("world model", world), ("reward model", reward)):
         if model.config["obs_dim"] != rebrac["obs_dim"] or model.config["act_dim"] != rebrac["act_dim"]:
-            sys.exit(f"error: the {name} has (obs_dim, act_dim) = ({model.config['obs_dim']}, "
-                     f"{model.config['act_dim']}) but ReBRAC has ({rebrac['obs_dim']}, {rebrac['act_dim']})")
+            sys.exit(
+                f"error: the {name} has (obs_dim, act_dim) = ({model.config['obs_dim']}, "
+                f"{model.config['act_dim']}) but ReBRAC has ({rebrac['obs_dim']}, {rebrac['act_dim']})"
+            )
     frozen = [m.to(args.device).eval().requires_grad_(False) for m in (actor, critic, world, reward)]
     return (*frozen, rebrac["args"])
 
@@ -133,8 +139,13 @@ def batched_policy(actor: torch.nn.Module):
     return vmap(lambda params, obs: functional_call(actor, params, (obs,)))
 
 
-def imagine_rollout(policy, params, critic, world, reward, s0: torch.Tensor, eps: torch.Tensor, gamma: float):
+def imagine_rollout(
+    policy, params, critic, world, reward, s0: torch.Tensor, eps: torch.Tensor, gamma: float, reward_scale: float = 1.0
+):
     """Ĵ_t(ψ) per episode: s0 [N, d], eps [N, M, H, *noise_shape] -> [N] (mean over the M particles).
+
+    r_ξ is multiplied by the `reward_scale` the critic was trained with (AntMaze: 100), so that the
+    imagined rewards and the terminal value Q_φ are in the same units.
 
     The imagined episode may end (hopper and walker2d fall): w_j = Π_{i<j} (1 − p_done(s̃_i, ã_i))
     weights the reward of step j and the terminal value, so a fall earns nothing after it."""
@@ -143,22 +154,22 @@ def imagine_rollout(policy, params, critic, world, reward, s0: torch.Tensor, eps
     alive = torch.ones(n, m, device=s0.device, dtype=s0.dtype)
     ret = torch.zeros(n, m, device=s0.device, dtype=s0.dtype)
     for j in range(horizon):
-        a = policy(params, s)                                     # ã_j = π_ψ(s̃_j)
-        r, done_logit = reward(s, a)                              # r_ξ(s̃_j, ã_j)
-        ret = ret + gamma**j * alive * r
+        a = policy(params, s)  # ã_j = π_ψ(s̃_j)
+        r, done_logit = reward(s, a)  # r_ξ(s̃_j, ã_j)
+        ret = ret + gamma**j * alive * reward_scale * r
         if done_logit is not None:
             alive = alive * (1 - torch.sigmoid(done_logit))
-        s = world.f(s, a, eps[:, :, j])                           # s̃_{j+1} = f_θ(s̃_j, ã_j, ε_j)
-    q = critic(s, policy(params, s)).min(0).values                # min_i Q_φ,i(s̃_H, π_ψ(s̃_H))
+        s = world.f(s, a, eps[:, :, j])  # s̃_{j+1} = f_θ(s̃_j, ã_j, ε_j)
+    q = critic(s, policy(params, s)).min(0).values  # min_i Q_φ,i(s̃_H, π_ψ(s̃_H))
     return (ret + gamma**horizon * alive * q).mean(-1)
 
 
-def inner_step(policy, params, critic, world, reward, s0, eps, gamma):
+def inner_step(policy, params, critic, world, reward, s0, eps, gamma, reward_scale=1.0):
     """Ĵ [N] and ∇_ψ Ĵ (one gradient per episode: the episodes' objectives are independent, so the
     gradient of their sum is each episode's own)."""
 
     def total(p):
-        objective = imagine_rollout(policy, p, critic, world, reward, s0, eps, gamma)
+        objective = imagine_rollout(policy, p, critic, world, reward, s0, eps, gamma, reward_scale)
         return objective.sum(), objective
 
     grads, objective = grad(total, has_aux=True)(params)
@@ -187,8 +198,10 @@ def ascend(params, grads, moments, steps, ok, optimizer: str, step_size: float):
     kept = ok & finite
     params = {k: torch.where(per_episode(kept, p), new[k], p) for k, p in params.items()}
     if optimizer == "adam":
-        moments = {k: tuple(torch.where(per_episode(kept, n), n, o) for n, o in zip(new_moments[k], moments[k]))
-                   for k in moments}
+        moments = {
+            k: tuple(torch.where(per_episode(kept, n), n, o) for n, o in zip(new_moments[k], moments[k]))
+            for k in moments
+        }
         steps = torch.where(kept, new_steps, steps)
     return params, moments, steps, kept
 
@@ -200,8 +213,11 @@ class ITPOAgent:
     masked out), so a compiled step never recompiles, and nothing is read back to the host inside the
     adaptation: its statistics stay tensors until they are logged."""
 
-    def __init__(self, actor, critic, world, reward, args: Args, gamma: float, adapt: bool = True):
+    def __init__(
+        self, actor, critic, world, reward, args: Args, gamma: float, adapt: bool = True, reward_scale: float = 1.0
+    ):
         self.critic, self.world, self.reward, self.args, self.gamma = critic, world, reward, args, gamma
+        self.reward_scale = reward_scale  # the critic's reward units (ReBRAC's --reward-scale)
         self.adapt = adapt
         self.policy = batched_policy(actor)
         self.pretrained = {k: v.detach() for k, v in actor.named_parameters()}
@@ -229,11 +245,14 @@ class ITPOAgent:
         """E inner steps of Algorithm 1 at the states s0 [N, d] with the noise eps, for the active episodes."""
         stats = {"skipped": torch.zeros((), dtype=torch.long, device=s0.device)}
         for e in range(self.args.inner_steps):
-            objective, grads = inner_step(self.policy, params, self.critic, self.world, self.reward, s0, eps, self.gamma)
+            objective, grads = inner_step(
+                self.policy, params, self.critic, self.world, self.reward, s0, eps, self.gamma, self.reward_scale
+            )
             grad_sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())
             ok = active & torch.isfinite(objective) & torch.isfinite(grad_sq)
-            params, moments, steps, kept = ascend(params, grads, moments, steps, ok, self.args.optimizer,
-                                                  self.args.step_size)
+            params, moments, steps, kept = ascend(
+                params, grads, moments, steps, ok, self.args.optimizer, self.args.step_size
+            )
             stats["skipped"] = stats["skipped"] + (active & ~kept).sum()
             if e == 0:
                 count = kept.sum().clamp(min=1)
@@ -252,7 +271,9 @@ class ITPOAgent:
             self.reset(active)
         if self.adapt:
             noise_shape = (len(obs), self.args.particles, self.args.horizon, *self.world.noise_shape)
-            eps = torch.randn(noise_shape, generator=self.generator, device=dev, dtype=s0.dtype)  # fixed over the E steps
+            eps = torch.randn(
+                noise_shape, generator=self.generator, device=dev, dtype=s0.dtype
+            )  # fixed over the E steps
             if self.args.compile and str(dev).startswith("cuda"):
                 torch.compiler.cudagraph_mark_step_begin()
             params, moments, steps, stats = self.adapt_step(self.params, self.moments, self.steps, s0, eps, active)
@@ -291,8 +312,12 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
     wall = time.time() - t0
     scores = normalized_score(args.env_id, result["outcomes"])
     summary = {
-        "returns": result["returns"], "lengths": result["lengths"], "successes": result["successes"],
-        "normalized_scores": scores.tolist(), "mean": float(scores.mean()), "std": float(scores.std()),
+        "returns": result["returns"],
+        "lengths": result["lengths"],
+        "successes": result["successes"],
+        "normalized_scores": scores.tolist(),
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
         "wall_seconds": wall,
         # one lockstep step advances every alive episode; per env step divides by all transitions
         "seconds_per_step": wall / max(counter["t"], 1),
@@ -301,11 +326,15 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
         "env": result["env"],  # id, max_episode_steps and, for AntMaze, the maze with its start and goal cells
     }
     if args.env_id.startswith("antmaze"):
-        print(f"[{tag}] success rate {np.mean(result['successes']):.2f} ({int(np.sum(result['successes']))}"
-              f"/{args.episodes}) in {result['env']['id']}")
-    print(f"[{tag}] normalised score {summary['mean']:.1f} ± {summary['std']:.1f} over {args.episodes} episodes; "
-          f"{summary['seconds_per_env_step'] * 1e3:.1f} ms per env step; {summary['skipped_updates']} skipped "
-          f"(non-finite) updates")
+        print(
+            f"[{tag}] success rate {np.mean(result['successes']):.2f} ({int(np.sum(result['successes']))}"
+            f"/{args.episodes}) in {result['env']['id']}"
+        )
+    print(
+        f"[{tag}] normalised score {summary['mean']:.1f} ± {summary['std']:.1f} over {args.episodes} episodes; "
+        f"{summary['seconds_per_env_step'] * 1e3:.1f} ms per env step; {summary['skipped_updates']} skipped "
+        f"(non-finite) updates"
+    )
     return summary
 
 
@@ -313,16 +342,21 @@ def main(args: Args) -> dict:
     seed_everything(args.seed)
     actor, critic, world, reward, rebrac_args = load_models(args)
     gamma = args.gamma if args.gamma is not None else rebrac_args["gamma"]
+    reward_scale = rebrac_args["reward_scale"]  # Q_φ was trained on rewards × this (AntMaze: 100)
     run_name = args.run_name or f"itpo_{args.env_id}_seed{args.seed}_{int(time.time())}"
     writer = SummaryWriter(f"runs/{run_name}")
-    settings = {**asdict(args), "gamma": gamma, "noise_shape": list(world.noise_shape)}
+    settings = {**asdict(args), "gamma": gamma, "reward_scale": reward_scale, "noise_shape": list(world.noise_shape)}
     writer.add_text("settings", json.dumps(settings))
-    print(f"[itpo] {args.env_id}: H={args.horizon} M={args.particles} E={args.inner_steps} α={args.step_size} "
-          f"({args.optimizer}) γ={gamma} world model {args.world_model} (noise per step {tuple(world.noise_shape)}), "
-          f"{args.episodes} episodes on {args.device}")
-    summary = {"settings": settings, "itpo": evaluate(ITPOAgent(actor, critic, world, reward, args, gamma), args, writer, "itpo")}
+    print(
+        f"[itpo] {args.env_id}: H={args.horizon} M={args.particles} E={args.inner_steps} α={args.step_size} "
+        f"({args.optimizer}) γ={gamma} world model {args.world_model} (noise per step {tuple(world.noise_shape)}), "
+        f"{args.episodes} episodes on {args.device}"
+    )
+    itpo = ITPOAgent(actor, critic, world, reward, args, gamma, reward_scale=reward_scale)
+    summary = {"settings": settings, "itpo": evaluate(itpo, args, writer, "itpo")}
     if args.baseline:  # same code path with no adaptation: ψ stays the pretrained actor
-        summary["rebrac"] = evaluate(ITPOAgent(actor, critic, world, reward, args, gamma, adapt=False), args, writer, "rebrac")
+        rebrac = ITPOAgent(actor, critic, world, reward, args, gamma, adapt=False)
+        summary["rebrac"] = evaluate(rebrac, args, writer, "rebrac")
         diff = np.array(summary["itpo"]["normalized_scores"]) - np.array(summary["rebrac"]["normalized_scores"])
         summary["paired_difference"] = {"mean": float(diff.mean()), "std": float(diff.std())}
         print(f"[itpo] ITPO − ReBRAC on the same seeds: {diff.mean():+.1f} ± {diff.std():.1f}")

@@ -96,9 +96,21 @@ class Args:
 
     def __post_init__(self):
         parse_env_id(self.env_id)
-        require_positive(self, "hidden_dim", "num_layers", "total_steps", "batch_size", "lr", "eval_every",
-                         "logit_normal_std", "adaptive_c")
-        require(self.tilt_temperature > 0, f"--tilt-temperature must be positive (inf: no tilt), not {self.tilt_temperature}")
+        require_positive(
+            self,
+            "hidden_dim",
+            "num_layers",
+            "total_steps",
+            "batch_size",
+            "lr",
+            "eval_every",
+            "logit_normal_std",
+            "adaptive_c",
+        )
+        require(
+            self.tilt_temperature > 0,
+            f"--tilt-temperature must be positive (inf: no tilt), not {self.tilt_temperature}",
+        )
         require(0 <= self.share_r_equals_t <= 1, f"--share-r-equals-t must be in [0, 1], not {self.share_r_equals_t}")
         require(0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), not {self.ema_decay}")
 
@@ -106,11 +118,11 @@ class Args:
 class MeanFlowDynamics(nn.Module):
     """u_θ(z, r, t | s, a), the average velocity; `f(s, a, eps)` samples s′ in one evaluation."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_layers: int = 3,
-                 time_scale: float = 1.0):
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_layers: int = 3, time_scale: float = 1.0):
         super().__init__()
-        self.config = dict(obs_dim=obs_dim, act_dim=act_dim, hidden_dim=hidden_dim, num_layers=num_layers,
-                           time_scale=time_scale)
+        self.config = dict(
+            obs_dim=obs_dim, act_dim=act_dim, hidden_dim=hidden_dim, num_layers=num_layers, time_scale=time_scale
+        )
         self.obs_dim, self.time_scale = obs_dim, time_scale
         self.normalizer = Normalizer(obs_dim)
         # time is embedded as (t, t − r); ∂u/∂t enters the training target through the JVP, so the
@@ -185,15 +197,27 @@ def main(args: Args) -> dict:
         rebrac_path = args.rebrac_checkpoint or checkpoint_path(args.env_id, "rebrac", args.seed)
         actor = load_rebrac(rebrac_path, args.env_id, args.seed)[0].to(args.device).eval()
     train["tilt"] = tilt_weights(actor, train["observations"], train["actions"], args.tilt_temperature)
-    print(f"[meanflow] tilt τ={args.tilt_temperature}: effective sample size "
-          f"{train['tilt'].sum() ** 2 / (train['tilt'] ** 2).sum() / len(train['tilt']):.1%} of the data")
-    model = MeanFlowDynamics(train["observations"].shape[1], train["actions"].shape[1], args.hidden_dim, args.num_layers,
-                             args.time_scale)
+    print(
+        f"[meanflow] tilt τ={args.tilt_temperature}: effective sample size "
+        f"{train['tilt'].sum() ** 2 / (train['tilt'] ** 2).sum() / len(train['tilt']):.1%} of the data"
+    )
+    model = MeanFlowDynamics(
+        train["observations"].shape[1], train["actions"].shape[1], args.hidden_dim, args.num_layers, args.time_scale
+    )
     model.normalizer.fit(train["observations"].cpu().numpy(), train["next_observations"].cpu().numpy())
     model.to(args.device)
-    return fit(model, lambda m, b: meanflow_loss(m, b, args),
-               lambda m, h: {"one_step_rmse": one_step_rmse(m, h, args.seed)}, args, "meanflow", train, held_out,
-               path, meta={"tilt_temperature": args.tilt_temperature}, ema_decay=args.ema_decay)
+    return fit(
+        model,
+        lambda m, b: meanflow_loss(m, b, args),
+        lambda m, h: {"one_step_rmse": one_step_rmse(m, h, args.seed)},
+        args,
+        "meanflow",
+        train,
+        held_out,
+        path,
+        meta={"tilt_temperature": args.tilt_temperature},
+        ema_decay=args.ema_decay,
+    )
 
 
 if __name__ == "__main__":

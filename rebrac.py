@@ -38,16 +38,30 @@ from common import (
 
 # (β_a, β_c) per dataset, from CORL's ReBRAC configs (`configs/offline/rebrac/<env>/<dataset>_v2.yaml`).
 REBRAC_BETAS = {
-    "halfcheetah-random": (0.001, 0.1), "halfcheetah-medium": (0.001, 0.01), "halfcheetah-expert": (0.01, 0.01),
-    "halfcheetah-medium-expert": (0.01, 0.1), "halfcheetah-medium-replay": (0.01, 0.001),
+    "halfcheetah-random": (0.001, 0.1),
+    "halfcheetah-medium": (0.001, 0.01),
+    "halfcheetah-expert": (0.01, 0.01),
+    "halfcheetah-medium-expert": (0.01, 0.1),
+    "halfcheetah-medium-replay": (0.01, 0.001),
     "halfcheetah-full-replay": (0.001, 0.1),
-    "hopper-random": (0.001, 0.01), "hopper-medium": (0.01, 0.01), "hopper-expert": (0.1, 0.1),
-    "hopper-medium-expert": (0.1, 0.01), "hopper-medium-replay": (0.05, 0.5), "hopper-full-replay": (0.01, 0.01),
-    "walker2d-random": (0.01, 0.0), "walker2d-medium": (0.05, 0.1), "walker2d-expert": (0.01, 0.5),
-    "walker2d-medium-expert": (0.01, 0.01), "walker2d-medium-replay": (0.05, 0.01), "walker2d-full-replay": (0.01, 0.01),
-    "antmaze-umaze": (0.003, 0.002), "antmaze-umaze-diverse": (0.003, 0.001),
-    "antmaze-medium-play": (0.001, 0.0005), "antmaze-medium-diverse": (0.001, 0.0),
-    "antmaze-large-play": (0.002, 0.001), "antmaze-large-diverse": (0.002, 0.002),
+    "hopper-random": (0.001, 0.01),
+    "hopper-medium": (0.01, 0.01),
+    "hopper-expert": (0.1, 0.1),
+    "hopper-medium-expert": (0.1, 0.01),
+    "hopper-medium-replay": (0.05, 0.5),
+    "hopper-full-replay": (0.01, 0.01),
+    "walker2d-random": (0.01, 0.0),
+    "walker2d-medium": (0.05, 0.1),
+    "walker2d-expert": (0.01, 0.5),
+    "walker2d-medium-expert": (0.01, 0.01),
+    "walker2d-medium-replay": (0.05, 0.01),
+    "walker2d-full-replay": (0.01, 0.01),
+    "antmaze-umaze": (0.003, 0.002),
+    "antmaze-umaze-diverse": (0.003, 0.001),
+    "antmaze-medium-play": (0.001, 0.0005),
+    "antmaze-medium-diverse": (0.001, 0.0),
+    "antmaze-large-play": (0.002, 0.001),
+    "antmaze-large-diverse": (0.002, 0.002),
 }
 # Settings that differ between the MuJoCo and AntMaze families.
 FAMILY_DEFAULTS = {
@@ -111,8 +125,18 @@ class Args:
 
     def __post_init__(self):
         parse_env_id(self.env_id)
-        require_positive(self, "total_updates", "batch_size", "actor_lr", "critic_lr", "hidden_dim", "eval_every",
-                         "eval_episodes", "checkpoint_every", "policy_freq")
+        require_positive(
+            self,
+            "total_updates",
+            "batch_size",
+            "actor_lr",
+            "critic_lr",
+            "hidden_dim",
+            "eval_every",
+            "eval_episodes",
+            "checkpoint_every",
+            "policy_freq",
+        )
 
 
 def resolve_args(args: Args) -> Args:
@@ -152,10 +176,14 @@ class Actor(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, act_dim), nn.Tanh(),
+            nn.Linear(obs_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, act_dim),
+            nn.Tanh(),
         )
         linears = [m for m in self.net if isinstance(m, nn.Linear)]
         for layer in linears[:-1]:
@@ -223,8 +251,11 @@ def make_replay(data: dict[str, np.ndarray], reward_scale: float, device: str) -
     episode_end[-1] = True
     next_actions = np.where(episode_end[:, None], data["actions"], np.roll(data["actions"], -1, axis=0))
     replay = {
-        "obs": data["observations"], "actions": data["actions"], "rewards": data["rewards"] * reward_scale,
-        "next_obs": data["next_observations"], "next_actions": next_actions,
+        "obs": data["observations"],
+        "actions": data["actions"],
+        "rewards": data["rewards"] * reward_scale,
+        "next_obs": data["next_observations"],
+        "next_actions": next_actions,
         # Only true terminals stop bootstrapping; a timeout is a cut, not the end of the MDP.
         "dones": data["terminals"],
     }
@@ -234,8 +265,16 @@ def make_replay(data: dict[str, np.ndarray], reward_scale: float, device: str) -
 # ---------------------------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------------------------
-def critic_target(batch, actor_target, critic_target_net, gamma, critic_bc_coef, policy_noise, noise_clip,
-                  noise: torch.Tensor | None = None) -> torch.Tensor:
+def critic_target(
+    batch,
+    actor_target,
+    critic_target_net,
+    gamma,
+    critic_bc_coef,
+    policy_noise,
+    noise_clip,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """r + γ(1 − done)·(min_i Q̄_i(s′, ã) − β_c‖ã − a′_data‖²), ã = clip(π̄(s′) + clip(σ·N(0,1), ±c), ±1)."""
     with torch.no_grad():
         next_action = actor_target(batch["next_obs"])
@@ -267,9 +306,11 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 # ---------------------------------------------------------------------------------------------
 def actor_policy(actor: nn.Module, device: str):
     """The deterministic actor as an `act` function for `run_episodes`."""
+
     @torch.no_grad()
     def act(obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
         return actor(torch.as_tensor(obs, device=device)).cpu().numpy()
+
     return act
 
 
@@ -292,16 +333,23 @@ def train(args: Args) -> dict:
     start, history = 0, []  # history: the evaluation curve, [{"step", "score"}], kept in the checkpoint
     ckpt = resume_checkpoint(args.checkpoint, args.env_id, "rebrac", args.seed) if args.resume else None
     if ckpt is not None:
-        for module, key in ((actor, "actor"), (critic, "critic"), (actor_target, "actor_target"),
-                            (critic_target_net, "critic_target"), (actor_opt, "actor_opt"), (critic_opt, "critic_opt")):
+        for module, key in (
+            (actor, "actor"),
+            (critic, "critic"),
+            (actor_target, "actor_target"),
+            (critic_target_net, "critic_target"),
+            (actor_opt, "actor_opt"),
+            (critic_opt, "critic_opt"),
+        ):
             module.load_state_dict(ckpt[key])
         load_rng_state(ckpt["rng_state"], args.device)
         start, history = ckpt["step"], ckpt.get("history", [])
         print(f"[rebrac] resuming {args.checkpoint} at update {start}")
 
     def update(batch, update_actor: bool):
-        target = critic_target(batch, actor_target, critic_target_net, args.gamma, args.critic_bc_coef,
-                               args.policy_noise, args.noise_clip)
+        target = critic_target(
+            batch, actor_target, critic_target_net, args.gamma, args.critic_bc_coef, args.policy_noise, args.noise_clip
+        )
         q = critic(batch["obs"], batch["actions"])
         critic_loss = ((q - target) ** 2).mean(1).sum(0)  # sum over the critics of each MSE
         critic_opt.zero_grad(set_to_none=True)
@@ -330,13 +378,26 @@ def train(args: Args) -> dict:
     last_score, eval_env = float("nan"), None  # eval_env: the env evaluated in, as `describe_env` reads it
 
     def save(step: int):
-        atomic_torch_save({
-            "actor": actor.state_dict(), "critic": critic.state_dict(), "actor_target": actor_target.state_dict(),
-            "critic_target": critic_target_net.state_dict(), "actor_opt": actor_opt.state_dict(),
-            "critic_opt": critic_opt.state_dict(), "step": step, "args": asdict(args), "env_id": args.env_id,
-            "obs_dim": obs_dim, "act_dim": act_dim, "rng_state": save_rng_state(args.device), "score": last_score,
-            "history": history, "eval_env": eval_env,
-        }, args.checkpoint)
+        atomic_torch_save(
+            {
+                "actor": actor.state_dict(),
+                "critic": critic.state_dict(),
+                "actor_target": actor_target.state_dict(),
+                "critic_target": critic_target_net.state_dict(),
+                "actor_opt": actor_opt.state_dict(),
+                "critic_opt": critic_opt.state_dict(),
+                "step": step,
+                "args": asdict(args),
+                "env_id": args.env_id,
+                "obs_dim": obs_dim,
+                "act_dim": act_dim,
+                "rng_state": save_rng_state(args.device),
+                "score": last_score,
+                "history": history,
+                "eval_env": eval_env,
+            },
+            args.checkpoint,
+        )
 
     t0, t_log = time.time(), time.time()
     bar = tqdm(range(start, args.total_updates), initial=start, total=args.total_updates, desc="rebrac", mininterval=2)
@@ -368,8 +429,10 @@ def train(args: Args) -> dict:
             save(step + 1)
     elapsed = time.time() - t0
     done = args.total_updates - start
-    print(f"[rebrac] {done} updates in {elapsed:.0f}s ({done / max(elapsed, 1e-9):.0f} updates/s incl. evaluation); "
-          f"final normalised score {last_score:.1f}; checkpoint {args.checkpoint}")
+    print(
+        f"[rebrac] {done} updates in {elapsed:.0f}s ({done / max(elapsed, 1e-9):.0f} updates/s incl. evaluation); "
+        f"final normalised score {last_score:.1f}; checkpoint {args.checkpoint}"
+    )
     writer.close()
     return {"score": last_score, "updates": done, "seconds": elapsed}
 

@@ -69,8 +69,9 @@ class Args:
 
     def __post_init__(self):
         parse_env_id(self.env_id)
-        require_positive(self, "diffusion_steps", "hidden_dim", "num_layers", "total_steps", "batch_size", "lr",
-                         "eval_every")
+        require_positive(
+            self, "diffusion_steps", "hidden_dim", "num_layers", "total_steps", "batch_size", "lr", "eval_every"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,11 +89,17 @@ def cosine_alpha_bar(num_steps: int, s: float = 0.008) -> torch.Tensor:
 class DiffusionDynamics(nn.Module):
     """p_θ(s′ | s, a) as a DDPM over the normalised delta; `f(s, a, eps)` is the reverse sampler."""
 
-    def __init__(self, obs_dim: int, act_dim: int, diffusion_steps: int = 10, hidden_dim: int = 256,
-                 num_layers: int = 3):
+    def __init__(
+        self, obs_dim: int, act_dim: int, diffusion_steps: int = 10, hidden_dim: int = 256, num_layers: int = 3
+    ):
         super().__init__()
-        self.config = dict(obs_dim=obs_dim, act_dim=act_dim, diffusion_steps=diffusion_steps,
-                           hidden_dim=hidden_dim, num_layers=num_layers)
+        self.config = dict(
+            obs_dim=obs_dim,
+            act_dim=act_dim,
+            diffusion_steps=diffusion_steps,
+            hidden_dim=hidden_dim,
+            num_layers=num_layers,
+        )
         self.obs_dim, self.K = obs_dim, diffusion_steps
         self.normalizer = Normalizer(obs_dim)
         self.denoiser = mlp(2 * obs_dim + act_dim + TIME_EMBEDDING_DIM, obs_dim, hidden_dim, num_layers)
@@ -153,12 +160,25 @@ def load_dynamics(path: str, env_id: str, seed: int = 0, device: str = "cpu") ->
 
 def main(args: Args) -> dict:
     train, held_out, path = prepare(args, "dynamics")
-    model = DiffusionDynamics(train["observations"].shape[1], train["actions"].shape[1], args.diffusion_steps,
-                              args.hidden_dim, args.num_layers)
+    model = DiffusionDynamics(
+        train["observations"].shape[1],
+        train["actions"].shape[1],
+        args.diffusion_steps,
+        args.hidden_dim,
+        args.num_layers,
+    )
     model.normalizer.fit(train["observations"].cpu().numpy(), train["next_observations"].cpu().numpy())
     model.to(args.device)
-    return fit(model, lambda m, b: m.loss(b["observations"], b["actions"], b["next_observations"]),
-               lambda m, h: {"one_step_rmse": one_step_rmse(m, h, args.seed)}, args, "dynamics", train, held_out, path)
+    return fit(
+        model,
+        lambda m, b: m.loss(b["observations"], b["actions"], b["next_observations"]),
+        lambda m, h: {"one_step_rmse": one_step_rmse(m, h, args.seed)},
+        args,
+        "dynamics",
+        train,
+        held_out,
+        path,
+    )
 
 
 if __name__ == "__main__":

@@ -61,11 +61,13 @@ class Args:
 class RewardModel(nn.Module):
     """r_ξ(s, a) and, optionally, the logit of p_ξ(done | s, a), from one MLP trunk."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_layers: int = 3,
-                 termination: bool = True):
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_layers: int = 3, termination: bool = True
+    ):
         super().__init__()
-        self.config = dict(obs_dim=obs_dim, act_dim=act_dim, hidden_dim=hidden_dim, num_layers=num_layers,
-                           termination=termination)
+        self.config = dict(
+            obs_dim=obs_dim, act_dim=act_dim, hidden_dim=hidden_dim, num_layers=num_layers, termination=termination
+        )
         self.termination = termination
         self.normalizer = Normalizer(obs_dim)
         self.net = mlp(obs_dim + act_dim, 2 if termination else 1, hidden_dim, num_layers, act=nn.ReLU)
@@ -108,10 +110,13 @@ def main(args: Args) -> dict:
     train, held_out, path = prepare(args, "reward")
     has_terminals = bool(train["terminals"].sum() > 0)
     termination = has_terminals if args.termination is None else args.termination
-    print(f"[reward] termination head {'on' if termination else 'off'} "
-          f"({int(train['terminals'].sum())} terminals in the training split)")
-    model = RewardModel(train["observations"].shape[1], train["actions"].shape[1], args.hidden_dim,
-                        args.num_layers, termination)
+    print(
+        f"[reward] termination head {'on' if termination else 'off'} "
+        f"({int(train['terminals'].sum())} terminals in the training split)"
+    )
+    model = RewardModel(
+        train["observations"].shape[1], train["actions"].shape[1], args.hidden_dim, args.num_layers, termination
+    )
     model.normalizer.fit(train["observations"].cpu().numpy())
     model.to(args.device)
     return fit(model, lambda m, b: m.loss(b), evaluate, args, "reward", train, held_out, path)

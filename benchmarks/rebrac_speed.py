@@ -38,14 +38,26 @@ def main(args: Args) -> dict:
     for compiled in (False, True) if args.compile_too else (False,):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            rebrac.train(rebrac.Args(env_id=args.env_id, total_updates=args.updates, batch_size=args.batch_size,
-                                     eval_every=10**9, checkpoint_every=10**9, eval_episodes=1, device=args.device,
-                                     compile=compiled, checkpoint=os.path.join(tmp, "rebrac.pt")))
+            rebrac.train(
+                rebrac.Args(
+                    env_id=args.env_id,
+                    total_updates=args.updates,
+                    batch_size=args.batch_size,
+                    eval_every=10**9,
+                    checkpoint_every=10**9,
+                    eval_episodes=1,
+                    device=args.device,
+                    compile=compiled,
+                    checkpoint=os.path.join(tmp, "rebrac.pt"),
+                )
+            )
             # the final evaluation (1 episode) and checkpoint are inside the timing: small next to the updates
             results["compiled" if compiled else "eager"] = args.updates / (time.perf_counter() - t0)
     for name, ups in results.items():
-        print(f"ReBRAC {name:8s} batch {args.batch_size} on {args.device}: {ups:8.1f} updates/s "
-              f"(1M updates in {1e6 / ups / 60:.1f} min)")
+        print(
+            f"ReBRAC {name:8s} batch {args.batch_size} on {args.device}: {ups:8.1f} updates/s "
+            f"(1M updates in {1e6 / ups / 60:.1f} min)"
+        )
     if len(results) == 2:
         print(f"compiled / eager: {results['compiled'] / results['eager']:.2f}x")
     return results

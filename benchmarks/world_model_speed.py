@@ -37,7 +37,9 @@ class Args(itpo_eval.Args):
 def time_agent(args: itpo_eval.Args, obs: np.ndarray, repeats: int) -> tuple[float, float]:
     """(seconds per inner step, seconds per real step) of one configuration."""
     actor, critic, world, reward, rebrac_args = itpo_eval.load_models(args)
-    agent = itpo_eval.ITPOAgent(actor, critic, world, reward, args, rebrac_args["gamma"])
+    agent = itpo_eval.ITPOAgent(
+        actor, critic, world, reward, args, rebrac_args["gamma"], reward_scale=rebrac_args["reward_scale"]
+    )
     alive = np.ones(len(obs), bool)
     s0 = torch.as_tensor(obs, device=args.device)
     eps = torch.randn(len(obs), args.particles, args.horizon, *world.noise_shape, device=args.device)
@@ -63,16 +65,24 @@ def main(args: Args) -> dict:
     results = {}
     for name in args.world_models:
         for compiled in (False, True) if args.compile_too else (args.compile,):
-            run_args = replace(args, world_model=name, compile=compiled,
-                               dynamics_checkpoint=args.dynamics_checkpoint if name == "ddpm" else args.meanflow_checkpoint)
+            run_args = replace(
+                args,
+                world_model=name,
+                compile=compiled,
+                dynamics_checkpoint=args.dynamics_checkpoint if name == "ddpm" else args.meanflow_checkpoint,
+            )
             key = f"{name}{' compiled' if compiled else ''}"
             results[key] = time_agent(run_args, obs, args.repeats)
-            print(f"{key:18s} H={args.horizon} M={args.particles} E={args.inner_steps} N={args.episodes}: "
-                  f"{results[key][0] * 1e3:8.1f} ms per inner step (eager), {results[key][1] * 1e3:8.1f} ms per real "
-                  f"step on {args.device}, {torch.get_num_threads()} threads")
+            print(
+                f"{key:18s} H={args.horizon} M={args.particles} E={args.inner_steps} N={args.episodes}: "
+                f"{results[key][0] * 1e3:8.1f} ms per inner step (eager), {results[key][1] * 1e3:8.1f} ms per real "
+                f"step on {args.device}, {torch.get_num_threads()} threads"
+            )
     if "ddpm" in results and "meanflow" in results:
-        print(f"DDPM / MeanFlow: {results['ddpm'][0] / results['meanflow'][0]:.1f}x per inner step, "
-              f"{results['ddpm'][1] / results['meanflow'][1]:.1f}x per real step")
+        print(
+            f"DDPM / MeanFlow: {results['ddpm'][0] / results['meanflow'][0]:.1f}x per inner step, "
+            f"{results['ddpm'][1] / results['meanflow'][1]:.1f}x per real step"
+        )
     for name in args.world_models:
         if f"{name} compiled" in results:
             print(f"{name}: eager / compiled real step {results[name][1] / results[f'{name} compiled'][1]:.2f}x")

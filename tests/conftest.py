@@ -26,18 +26,52 @@ def pipeline(tmp_path_factory):
     old_cwd, old_path = os.getcwd(), os.environ.get("MINARI_DATASETS_PATH")
     os.chdir(work)
     os.environ["MINARI_DATASETS_PATH"] = str(work / "datasets")
-    collect_dataset.main(collect_dataset.Args(
-        env="hopper", total_timesteps=600, snapshot_every=200, learning_starts=100, transitions=300,
-        eval_episodes=1, work_dir=str(work / "collect")))
+    collect_dataset.main(
+        collect_dataset.Args(
+            env="hopper",
+            total_timesteps=600,
+            snapshot_every=200,
+            learning_starts=100,
+            transitions=300,
+            eval_episodes=1,
+            work_dir=str(work / "collect"),
+        )
+    )
     ckpt = {k: str(work / f"checkpoints/{ENV_ID}/{k}_seed0.pt") for k in ("rebrac", "dynamics", "reward", "meanflow")}
-    rebrac.train(rebrac.Args(env_id=ENV_ID, total_updates=20, batch_size=64, hidden_dim=32, eval_every=10**9,
-                             checkpoint_every=10, eval_episodes=2, device="cpu"))
-    train_dynamics.main(train_dynamics.Args(env_id=ENV_ID, diffusion_steps=3, hidden_dim=32, num_layers=2,
-                                            total_steps=100, eval_every=50, holdout=20, device="cpu"))
-    train_reward.main(train_reward.Args(env_id=ENV_ID, hidden_dim=32, num_layers=2, total_steps=100, eval_every=50,
-                                        holdout=20, device="cpu"))
-    meanflow_onestep.main(meanflow_onestep.Args(env_id=ENV_ID, hidden_dim=32, num_layers=2, total_steps=50,
-                                                eval_every=25, holdout=20, device="cpu"))
+    rebrac.train(
+        rebrac.Args(
+            env_id=ENV_ID,
+            total_updates=20,
+            batch_size=64,
+            hidden_dim=32,
+            eval_every=10**9,
+            checkpoint_every=10,
+            eval_episodes=2,
+            device="cpu",
+        )
+    )
+    train_dynamics.main(
+        train_dynamics.Args(
+            env_id=ENV_ID,
+            diffusion_steps=3,
+            hidden_dim=32,
+            num_layers=2,
+            total_steps=100,
+            eval_every=50,
+            holdout=20,
+            device="cpu",
+        )
+    )
+    train_reward.main(
+        train_reward.Args(
+            env_id=ENV_ID, hidden_dim=32, num_layers=2, total_steps=100, eval_every=50, holdout=20, device="cpu"
+        )
+    )
+    meanflow_onestep.main(
+        meanflow_onestep.Args(
+            env_id=ENV_ID, hidden_dim=32, num_layers=2, total_steps=50, eval_every=25, holdout=20, device="cpu"
+        )
+    )
     yield {"work": work, "ckpt": ckpt, "env_id": ENV_ID}
     os.chdir(old_cwd)
     if old_path is None:

@@ -102,8 +102,10 @@ def test_episodes_are_cut_at_each_success(kind, monkeypatch):
         if kind == "umaze":  # a new episode from the start cell, towards the same goal cell
             assert np.abs(nxt["observations"]["achieved_goal"][0] - [4.0, 4.0]).max() <= 1.0
         else:  # on from where the ant stands, towards another goal cell
-            np.testing.assert_array_equal(nxt["observations"]["observation"][0], prev["observations"]["observation"][-1])
-            assert np.linalg.norm(nxt["observations"]["desired_goal"][0] - prev["observations"]["desired_goal"][-1]) > 1
+            first = {k: v[0] for k, v in nxt["observations"].items()}
+            last = {k: v[-1] for k, v in prev["observations"].items()}
+            np.testing.assert_array_equal(first["observation"], last["observation"])
+            assert np.linalg.norm(first["desired_goal"] - last["desired_goal"]) > 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,18 +113,39 @@ def test_episodes_are_cut_at_each_success(kind, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 def run_stages(env_id: str, dataset_id: str | None, **itpo_kwargs):
     """Tiny ReBRAC, dynamics and reward on the dataset, then ITPO; returns (ReBRAC checkpoint, summary)."""
+    import torch
+
     import itpo_eval
     import rebrac
-    import torch
     import train_dynamics
     import train_reward
 
-    rebrac.train(rebrac.Args(env_id=env_id, total_updates=4, batch_size=32, hidden_dim=16, eval_every=4,
-                             checkpoint_every=4, eval_episodes=2, device="cpu"))  # dataset by resolution
+    rebrac.train(
+        rebrac.Args(
+            env_id=env_id,
+            total_updates=4,
+            batch_size=32,
+            hidden_dim=16,
+            eval_every=4,
+            checkpoint_every=4,
+            eval_episodes=2,
+            device="cpu",
+        )
+    )  # dataset by resolution
     train_dynamics.main(train_dynamics.Args(env_id=env_id, dataset_id=dataset_id, diffusion_steps=2, **TINY_STAGES))
     train_reward.main(train_reward.Args(env_id=env_id, dataset_id=dataset_id, **TINY_STAGES))
-    summary = itpo_eval.main(itpo_eval.Args(env_id=env_id, dataset_id=dataset_id, horizon=2, particles=4, episodes=2,
-                                            device="cpu", run_name=f"test_{env_id}", **itpo_kwargs))
+    summary = itpo_eval.main(
+        itpo_eval.Args(
+            env_id=env_id,
+            dataset_id=dataset_id,
+            horizon=2,
+            particles=4,
+            episodes=2,
+            device="cpu",
+            run_name=f"test_{env_id}",
+            **itpo_kwargs,
+        )
+    )
     ckpt = torch.load(f"checkpoints/{env_id}/rebrac_seed0.pt", weights_only=True)
     return ckpt, summary
 
@@ -138,31 +161,62 @@ def test_published_dataset_is_evaluated_in_its_own_eval_env(tmp_path, monkeypatc
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
     gym.register_envs(gymnasium_robotics)
     theirs = [[1, 1, 1, 1, 1], [1, 0, 0, "r", 1], [1, 0, 1, 1, 1], [1, "g", 0, 0, 1], [1, 1, 1, 1, 1]]
-    eval_env = gym.make("AntMaze_UMaze-v4", maze_map=theirs, continuing_task=True, reset_target=False,
-                        max_episode_steps=40)
+    eval_env = gym.make(
+        "AntMaze_UMaze-v4", maze_map=theirs, continuing_task=True, reset_target=False, max_episode_steps=40
+    )
     data_env = gym.make("AntMaze_UMaze-v4", continuing_task=True, reset_target=False)  # U_MAZE, as Minari's umaze
     data_env.action_space.seed(0)
     buffers = []
     for seed in range(3):
         obs, info = data_env.reset(seed=seed)
-        steps = {"observations": [obs], "infos": [info], "actions": [], "rewards": [], "terminations": [],
-                 "truncations": []}
+        steps = {
+            "observations": [obs],
+            "infos": [info],
+            "actions": [],
+            "rewards": [],
+            "terminations": [],
+            "truncations": [],
+        }
         for t in range(30):
             action = data_env.action_space.sample()
             obs, reward, terminated, _, info = data_env.step(action)
-            info = {"success": info["success"], "goal": obs["desired_goal"],  # Minari's recorded infos
-                    "qpos": np.r_[obs["achieved_goal"], obs["observation"][:13]], "qvel": obs["observation"][13:]}
-            for k, v in (("observations", obs), ("infos", info), ("actions", action), ("rewards", reward),
-                         ("terminations", terminated), ("truncations", t == 29)):
+            info = {
+                "success": info["success"],
+                "goal": obs["desired_goal"],  # Minari's recorded infos
+                "qpos": np.r_[obs["achieved_goal"], obs["observation"][:13]],
+                "qvel": obs["observation"][13:],
+            }
+            for k, v in (
+                ("observations", obs),
+                ("infos", info),
+                ("actions", action),
+                ("rewards", reward),
+                ("terminations", terminated),
+                ("truncations", t == 29),
+            ):
                 steps[k].append(v)
         steps["infos"][0] = {k: np.zeros_like(v) for k, v in steps["infos"][1].items()}
         stack = lambda xs: {k: np.stack([x[k] for x in xs]) for k in xs[0]}  # noqa: E731
-        buffers.append(EpisodeBuffer(id=seed, observations=stack(steps["observations"]), infos=stack(steps["infos"]),
-                                     actions=np.array(steps["actions"]), rewards=np.array(steps["rewards"]),
-                                     terminations=np.array(steps["terminations"]),
-                                     truncations=np.array(steps["truncations"])))
-    minari.create_dataset_from_buffers("D4RL/antmaze/umaze-v1", buffer=buffers, env=data_env, eval_env=eval_env.spec,
-                                       algorithm_name="test", ref_min_score=0.0, ref_max_score=1.0)
+        buffers.append(
+            EpisodeBuffer(
+                id=seed,
+                observations=stack(steps["observations"]),
+                infos=stack(steps["infos"]),
+                actions=np.array(steps["actions"]),
+                rewards=np.array(steps["rewards"]),
+                terminations=np.array(steps["terminations"]),
+                truncations=np.array(steps["truncations"]),
+            )
+        )
+    minari.create_dataset_from_buffers(
+        "D4RL/antmaze/umaze-v1",
+        buffer=buffers,
+        env=data_env,
+        eval_env=eval_env.spec,
+        algorithm_name="test",
+        ref_min_score=0.0,
+        ref_max_score=1.0,
+    )
 
     ckpt, summary = run_stages("antmaze-umaze", "D4RL/antmaze/umaze-v1")
     out = capsys.readouterr().out
@@ -183,8 +237,17 @@ def local_sets(tmp_path_factory):
     old_cwd, old_path = os.getcwd(), os.environ.get("MINARI_DATASETS_PATH")
     os.chdir(work)
     os.environ["MINARI_DATASETS_PATH"] = str(work / "datasets")
-    args = cd.Args(env="antmaze-umaze", ant_timesteps=200, ant_envs=2, snapshot_every=100, learning_starts=50,
-                   transitions=150, eval_episodes=1, antmaze_eval_episodes=1, work_dir=str(work / "collect"))
+    args = cd.Args(
+        env="antmaze-umaze",
+        ant_timesteps=200,
+        ant_envs=2,
+        snapshot_every=100,
+        learning_starts=50,
+        transitions=150,
+        eval_episodes=1,
+        antmaze_eval_episodes=1,
+        work_dir=str(work / "collect"),
+    )
     cd.main(args)
     yield {"work": work, "args": args}
     os.chdir(old_cwd)
@@ -207,7 +270,10 @@ def test_local_sets_carry_our_eval_env_and_minaris_structure(local_sets):
         assert ds.total_steps == 150 and (local_sets["work"] / f"datasets/local/antmaze/{kind}-v0/policy").is_dir()
         ep = next(ds.iterate_episodes())
         assert {k: v.shape[1] for k, v in ep.observations.items()} == {
-            "observation": 27, "achieved_goal": 2, "desired_goal": 2}
+            "observation": 27,
+            "achieved_goal": 2,
+            "desired_goal": 2,
+        }
         assert ep.infos["success"].shape == (len(ep.actions) + 1,)
     progress = json.load(open(local_sets["work"] / "collect/antmaze/seed0/progress.json"))
     assert progress["step"] == 200 and set(progress["behaviour"]) == {"umaze"}

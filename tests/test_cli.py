@@ -13,14 +13,28 @@ import rebrac
 import train_dynamics
 from conftest import ROOT
 
-SCRIPTS = ["collect_dataset.py", "rebrac.py", "train_dynamics.py", "train_reward.py", "meanflow_onestep.py",
-           "itpo_eval.py", "benchmarks/world_model_speed.py", "benchmarks/rebrac_speed.py"]
+SCRIPTS = [
+    "collect_dataset.py",
+    "rebrac.py",
+    "train_dynamics.py",
+    "train_reward.py",
+    "meanflow_onestep.py",
+    "itpo_eval.py",
+    "benchmarks/world_model_speed.py",
+    "benchmarks/rebrac_speed.py",
+]
 
 
 def run(script, *argv, cwd=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def one_line_error(result) -> str:
@@ -33,12 +47,22 @@ def one_line_error(result) -> str:
 
 def test_help_of_every_script_lists_its_flags():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = {s: subprocess.Popen([sys.executable, os.path.join(ROOT, s), "--help"], env=env, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for s in SCRIPTS}
+    procs = {
+        s: subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, s), "--help"],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for s in SCRIPTS
+    }
     for script, proc in procs.items():
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, (script, err)
-        assert "--env" in out and "--device" in out or script == "collect_dataset.py" and "--total-timesteps" in out, script
+        assert "--env" in out and "--device" in out or script == "collect_dataset.py" and "--total-timesteps" in out, (
+            script
+        )
 
 
 def test_every_stage_runs_from_its_command_line(pipeline):
@@ -55,31 +79,62 @@ def test_every_stage_runs_from_its_command_line(pipeline):
     ):
         result = run(script, *small, *extra, cwd=cwd)
         assert result.returncode == 0, result.stderr[-2000:]
-        stage = {"rebrac.py": "rebrac", "train_dynamics.py": "dynamics", "train_reward.py": "reward",
-                 "meanflow_onestep.py": "meanflow"}[script]
+        stage = {
+            "rebrac.py": "rebrac",
+            "train_dynamics.py": "dynamics",
+            "train_reward.py": "reward",
+            "meanflow_onestep.py": "meanflow",
+        }[script]
         assert (cwd / f"checkpoints/{env_id}/{stage}_seed0.pt").exists()
     for world_model in ("ddpm", "meanflow"):
-        result = run("itpo_eval.py", "--env-id", env_id, "--particles", "2", "--episodes", "1",
-                     "--max-episode-steps", "3", "--world-model", world_model, "--run-name", world_model, cwd=cwd)
+        result = run(
+            "itpo_eval.py",
+            "--env-id",
+            env_id,
+            "--particles",
+            "2",
+            "--episodes",
+            "1",
+            "--max-episode-steps",
+            "3",
+            "--world-model",
+            world_model,
+            "--run-name",
+            world_model,
+            cwd=cwd,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert "ITPO − ReBRAC on the same seeds" in result.stdout
         assert (cwd / f"runs/{world_model}/summary.json").exists()
-    result = run("benchmarks/world_model_speed.py", "--env-id", env_id, "--particles", "2", "--episodes", "1",
-                 "--repeats", "1", cwd=cwd)
+    result = run(
+        "benchmarks/world_model_speed.py",
+        "--env-id",
+        env_id,
+        "--particles",
+        "2",
+        "--episodes",
+        "1",
+        "--repeats",
+        "1",
+        cwd=cwd,
+    )
     assert result.returncode == 0 and "DDPM / MeanFlow" in result.stdout, result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("script,argv,says", [
-    ("itpo_eval.py", ["--particles", "0"], "--particles"),
-    ("itpo_eval.py", ["--episodes", "0"], "--episodes"),
-    ("itpo_eval.py", ["--horizon", "0"], "--horizon"),
-    ("itpo_eval.py", ["--step-size", "nan"], "--step-size"),
-    ("itpo_eval.py", ["--step-size", "-0.001"], "--step-size"),
-    ("itpo_eval.py", ["--env-id", "hopper-mediocre"], "unknown --env-id"),
-    ("rebrac.py", ["--total-updates", "-5"], "--total-updates"),
-    ("train_dynamics.py", ["--total-steps", "0"], "--total-steps"),
-    ("meanflow_onestep.py", ["--tilt-temperature", "0"], "--tilt-temperature"),
-])
+@pytest.mark.parametrize(
+    "script,argv,says",
+    [
+        ("itpo_eval.py", ["--particles", "0"], "--particles"),
+        ("itpo_eval.py", ["--episodes", "0"], "--episodes"),
+        ("itpo_eval.py", ["--horizon", "0"], "--horizon"),
+        ("itpo_eval.py", ["--step-size", "nan"], "--step-size"),
+        ("itpo_eval.py", ["--step-size", "-0.001"], "--step-size"),
+        ("itpo_eval.py", ["--env-id", "hopper-mediocre"], "unknown --env-id"),
+        ("rebrac.py", ["--total-updates", "-5"], "--total-updates"),
+        ("train_dynamics.py", ["--total-steps", "0"], "--total-steps"),
+        ("meanflow_onestep.py", ["--tilt-temperature", "0"], "--tilt-temperature"),
+    ],
+)
 def test_numbers_out_of_range_are_refused_at_parse_time(script, argv, says):
     """In process, through tyro, as the command line parses them (one subprocess below checks the real exit)."""
     module = {"itpo_eval.py": itpo_eval, "rebrac.py": rebrac, "train_dynamics.py": train_dynamics}.get(script)
@@ -100,24 +155,49 @@ def test_a_corrupt_checkpoint_names_the_file_and_the_command_that_remakes_it(pip
     truncated = tmp_path / "rebrac_seed0.pt"
     data = open(pipeline["ckpt"]["rebrac"], "rb").read()
     truncated.write_bytes(data[: len(data) // 2])
-    args = itpo_eval.Args(env_id=pipeline["env_id"], rebrac_checkpoint=str(truncated), particles=2, episodes=1,
-                          dynamics_checkpoint=pipeline["ckpt"]["dynamics"], reward_checkpoint=pipeline["ckpt"]["reward"])
+    args = itpo_eval.Args(
+        env_id=pipeline["env_id"],
+        rebrac_checkpoint=str(truncated),
+        particles=2,
+        episodes=1,
+        dynamics_checkpoint=pipeline["ckpt"]["dynamics"],
+        reward_checkpoint=pipeline["ckpt"]["reward"],
+    )
     with pytest.raises(SystemExit) as err:
         itpo_eval.load_models(args)
     message = str(err.value)
     assert str(truncated) in message and "python rebrac.py --env-id hopper-medium-replay --seed 0" in message
     text = tmp_path / "reward.pt"
     text.write_text("not a checkpoint")
-    result = run("itpo_eval.py", "--env-id", pipeline["env_id"], "--rebrac-checkpoint", pipeline["ckpt"]["rebrac"],
-                 "--dynamics-checkpoint", pipeline["ckpt"]["dynamics"], "--reward-checkpoint", str(text))
+    result = run(
+        "itpo_eval.py",
+        "--env-id",
+        pipeline["env_id"],
+        "--rebrac-checkpoint",
+        pipeline["ckpt"]["rebrac"],
+        "--dynamics-checkpoint",
+        pipeline["ckpt"]["dynamics"],
+        "--reward-checkpoint",
+        str(text),
+    )
     assert "python train_reward.py --env-id hopper-medium-replay --seed 0" in one_line_error(result)
 
 
 def test_a_run_with_a_non_finite_score_exits_non_zero(pipeline, monkeypatch):
-    monkeypatch.setattr(itpo_eval, "normalized_score", lambda env_id, outcomes: torch.full((len(outcomes),), float("nan")).numpy())
-    args = itpo_eval.Args(env_id=pipeline["env_id"], particles=2, episodes=1, max_episode_steps=2, device="cpu",
-                          rebrac_checkpoint=pipeline["ckpt"]["rebrac"], dynamics_checkpoint=pipeline["ckpt"]["dynamics"],
-                          reward_checkpoint=pipeline["ckpt"]["reward"], run_name="nan_score")
+    monkeypatch.setattr(
+        itpo_eval, "normalized_score", lambda env_id, outcomes: torch.full((len(outcomes),), float("nan")).numpy()
+    )
+    args = itpo_eval.Args(
+        env_id=pipeline["env_id"],
+        particles=2,
+        episodes=1,
+        max_episode_steps=2,
+        device="cpu",
+        rebrac_checkpoint=pipeline["ckpt"]["rebrac"],
+        dynamics_checkpoint=pipeline["ckpt"]["dynamics"],
+        reward_checkpoint=pipeline["ckpt"]["reward"],
+        run_name="nan_score",
+    )
     with pytest.raises(SystemExit) as err:
         itpo_eval.main(args)
     assert "non-finite normalised scores" in str(err.value)
@@ -125,9 +205,30 @@ def test_a_run_with_a_non_finite_score_exits_non_zero(pipeline, monkeypatch):
 
 def test_resume_without_a_checkpoint_says_it_starts_from_scratch(pipeline, tmp_path, capsys):
     path = str(tmp_path / "fresh.pt")
-    train_dynamics.main(train_dynamics.Args(env_id=pipeline["env_id"], hidden_dim=8, num_layers=1, diffusion_steps=2,
-                                            total_steps=2, holdout=10, checkpoint=path, resume=True, device="cpu"))
+    train_dynamics.main(
+        train_dynamics.Args(
+            env_id=pipeline["env_id"],
+            hidden_dim=8,
+            num_layers=1,
+            diffusion_steps=2,
+            total_steps=2,
+            holdout=10,
+            checkpoint=path,
+            resume=True,
+            device="cpu",
+        )
+    )
     assert f"--resume: no checkpoint at {path}; starting from scratch" in capsys.readouterr().out
-    rebrac.train(rebrac.Args(env_id=pipeline["env_id"], total_updates=2, batch_size=8, hidden_dim=8, eval_episodes=1,
-                             checkpoint=str(tmp_path / "fresh_rebrac.pt"), resume=True, device="cpu"))
+    rebrac.train(
+        rebrac.Args(
+            env_id=pipeline["env_id"],
+            total_updates=2,
+            batch_size=8,
+            hidden_dim=8,
+            eval_episodes=1,
+            checkpoint=str(tmp_path / "fresh_rebrac.pt"),
+            resume=True,
+            device="cpu",
+        )
+    )
     assert "starting from scratch" in capsys.readouterr().out

@@ -33,7 +33,9 @@ def test_resolution_order(tmp_path, monkeypatch):
     assert common.resolve_dataset("hopper-medium", "some/explicit-v3") == (["some/explicit-v3"], "explicit")
     assert common.resolve_dataset("hopper-medium") == (["mujoco/hopper/medium-v0"], "download")
     assert common.resolve_dataset("walker2d-medium-expert") == (
-        ["mujoco/walker2d/medium-v0", "mujoco/walker2d/expert-v0"], "download")
+        ["mujoco/walker2d/medium-v0", "mujoco/walker2d/expert-v0"],
+        "download",
+    )
     assert common.resolve_dataset("antmaze-large-play") == (["D4RL/antmaze/large-play-v1"], "download")
     with pytest.raises(SystemExit) as err:
         common.resolve_dataset("hopper-full-replay")
@@ -92,8 +94,8 @@ def test_loaded_arrays(pipeline, kind):
 
 def test_random_dataset_has_terminals_and_cut_last_episode(pipeline):
     data, _, _ = common.load_dataset("hopper-random", verbose=False)
-    assert data["terminals"].sum() > 0          # a random hopper falls
-    assert data["timeouts"][-1] == 1            # the budget cut the last episode
+    assert data["terminals"].sum() > 0  # a random hopper falls
+    assert data["timeouts"][-1] == 1  # the budget cut the last episode
     assert len(data["rewards"]) == 300
 
 
@@ -133,8 +135,15 @@ def test_failed_write_leaves_no_broken_dataset(pipeline, monkeypatch):
 
 def test_collect_resumes_without_redoing_work(pipeline, capsys):
     """A second run with the same arguments finds SAC finished and every dataset written."""
-    args = cd.Args(env="hopper", total_timesteps=600, snapshot_every=200, learning_starts=100, transitions=300,
-                   eval_episodes=1, work_dir=str(pipeline["work"] / "collect"))
+    args = cd.Args(
+        env="hopper",
+        total_timesteps=600,
+        snapshot_every=200,
+        learning_starts=100,
+        transitions=300,
+        eval_episodes=1,
+        work_dir=str(pipeline["work"] / "collect"),
+    )
     cd.main(args)
     out = capsys.readouterr().out
     assert "resuming SAC at step 600" in out and "wrote" not in out

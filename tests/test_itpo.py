@@ -43,7 +43,7 @@ def test_autograd_equals_theorem_4_1_recursion():
     def unflatten(flat):
         out, i = {}, 0
         for name, shape in zip(names, shapes):
-            out[name] = flat[i:i + shape.numel()].view(shape)
+            out[name] = flat[i : i + shape.numel()].view(shape)
             i += shape.numel()
         return out
 
@@ -97,18 +97,18 @@ def test_batched_gradient_equals_separate_episodes():
     eps = torch.randn(n, 5, H, *world.noise_shape, dtype=torch.float64)
     objective, grads = itpo_eval.inner_step(policy, params, critic, world, reward, s0, eps, GAMMA)
     for i in range(n):
-        one = {k: v[i:i + 1] for k, v in params.items()}
-        obj_i, grads_i = itpo_eval.inner_step(policy, one, critic, world, reward, s0[i:i + 1], eps[i:i + 1], GAMMA)
-        torch.testing.assert_close(objective[i:i + 1], obj_i)
+        one = {k: v[i : i + 1] for k, v in params.items()}
+        obj_i, grads_i = itpo_eval.inner_step(policy, one, critic, world, reward, s0[i : i + 1], eps[i : i + 1], GAMMA)
+        torch.testing.assert_close(objective[i : i + 1], obj_i)
         for k in grads:
-            torch.testing.assert_close(grads[k][i:i + 1], grads_i[k])
+            torch.testing.assert_close(grads[k][i : i + 1], grads_i[k])
 
 
 def test_termination_weights_rewards_after_a_fall():
     """With p_done ≈ 1 at every step only the first reward counts."""
     actor, critic, world, reward = tiny_problem(termination=True)
     with torch.no_grad():
-        reward.net[-1].bias[1] = 50.0   # done logit → p_done ≈ 1
+        reward.net[-1].bias[1] = 50.0  # done logit → p_done ≈ 1
     policy = itpo_eval.batched_policy(actor)
     s0 = torch.randn(1, D, dtype=torch.float64)
     eps = torch.randn(1, 1, H, *world.noise_shape, dtype=torch.float64)
@@ -119,8 +119,16 @@ def test_termination_weights_rewards_after_a_fall():
 
 def small_args(pipeline, **kw):
     c = pipeline["ckpt"]
-    base = dict(env_id=pipeline["env_id"], particles=4, episodes=2, max_episode_steps=15, device="cpu",
-                rebrac_checkpoint=c["rebrac"], dynamics_checkpoint=c["dynamics"], reward_checkpoint=c["reward"])
+    base = dict(
+        env_id=pipeline["env_id"],
+        particles=4,
+        episodes=2,
+        max_episode_steps=15,
+        device="cpu",
+        rebrac_checkpoint=c["rebrac"],
+        dynamics_checkpoint=c["dynamics"],
+        reward_checkpoint=c["reward"],
+    )
     return itpo_eval.Args(**{**base, **kw})
 
 
@@ -149,8 +157,9 @@ def test_alpha_zero_equals_rebrac_exactly_and_summary_has_both(pipeline):
     assert on_disk["settings"]["horizon"] == 5 and on_disk["settings"]["inner_steps"] == 1
 
 
-@pytest.mark.parametrize("extra", [dict(optimizer="adam", step_size=1e-3),
-                                   dict(step_size=1e-2, reset_every_step=True, inner_steps=2)])
+@pytest.mark.parametrize(
+    "extra", [dict(optimizer="adam", step_size=1e-3), dict(step_size=1e-2, reset_every_step=True, inner_steps=2)]
+)
 def test_adaptation_changes_the_episode(pipeline, extra):
     summary = itpo_eval.main(small_args(pipeline, baseline=True, run_name="adapt", **extra))
     assert summary["itpo"]["returns"] != summary["rebrac"]["returns"]
@@ -190,10 +199,11 @@ def record_inner_steps(monkeypatch):
     """Wrap itpo_eval.inner_step so that every call's ψ, noise and states are kept."""
     calls, real = [], itpo_eval.inner_step
 
-    def recording(policy, params, critic, world, reward, s0, eps, gamma):
-        calls.append({"params": {k: v.detach().clone() for k, v in params.items()}, "eps": eps.clone(),
-                      "s0": s0.clone()})
-        return real(policy, params, critic, world, reward, s0, eps, gamma)
+    def recording(policy, params, critic, world, reward, s0, eps, *rest):
+        calls.append(
+            {"params": {k: v.detach().clone() for k, v in params.items()}, "eps": eps.clone(), "s0": s0.clone()}
+        )
+        return real(policy, params, critic, world, reward, s0, eps, *rest)
 
     monkeypatch.setattr(itpo_eval, "inner_step", recording)
     return calls
@@ -201,8 +211,9 @@ def record_inner_steps(monkeypatch):
 
 def tiny_agent(step_size, optimizer="sgd", n=2, dtype=torch.float64, **kw):
     actor, critic, world, reward = (m.to(dtype) for m in tiny_problem(termination=True))
-    args = itpo_eval.Args(particles=16, episodes=n, horizon=H, step_size=abs(step_size), optimizer=optimizer,
-                          device="cpu", **kw)
+    args = itpo_eval.Args(
+        particles=16, episodes=n, horizon=H, step_size=abs(step_size), optimizer=optimizer, device="cpu", **kw
+    )
     args.step_size = step_size  # a negative α is refused at parse time; the test sets it behind the parser's back
     return itpo_eval.ITPOAgent(actor, critic, world, reward, args, GAMMA), actor
 
@@ -216,10 +227,12 @@ def test_one_real_step_of_the_agent_raises_the_imagined_return(monkeypatch, opti
         agent, actor = tiny_agent(sign * step_size, optimizer)
         agent(obs, alive)
         eps, s0 = calls[0]["eps"], calls[0]["s0"]
-        before = itpo_eval.imagine_rollout(agent.policy, stacked(actor, 2), agent.critic, agent.world, agent.reward,
-                                           s0, eps, GAMMA)
-        after = itpo_eval.imagine_rollout(agent.policy, agent.params, agent.critic, agent.world, agent.reward,
-                                          s0, eps, GAMMA)
+        before = itpo_eval.imagine_rollout(
+            agent.policy, stacked(actor, 2), agent.critic, agent.world, agent.reward, s0, eps, GAMMA
+        )
+        after = itpo_eval.imagine_rollout(
+            agent.policy, agent.params, agent.critic, agent.world, agent.reward, s0, eps, GAMMA
+        )
         assert torch.all(sign * (after - before) > 0), (optimizer, sign, before, after)
 
 
@@ -303,3 +316,25 @@ def test_each_new_episode_starts_from_the_pretrained_actor(pipeline, monkeypatch
     for k, v in stacked(actor, 2).items():
         assert torch.equal(calls[start]["params"][k], v)
     assert not torch.equal(moved["net.0.weight"], stacked(actor, 2)["net.0.weight"])
+
+
+def test_imagined_rewards_are_in_the_critics_units():
+    """The critic of AntMaze learned on rewards × 100: Ĵ scales r_ξ by the same factor, not Q_φ."""
+    actor, critic, world, reward = tiny_problem()
+    policy = itpo_eval.batched_policy(actor)
+    s0 = torch.randn(1, D, dtype=torch.float64)
+    eps = torch.randn(1, 4, H, *world.noise_shape, dtype=torch.float64)
+    args = (policy, stacked(actor), critic, world, reward, s0, eps, GAMMA)
+    with torch.no_grad():
+        critic.out.weight.zero_()
+        critic.out.bias.zero_()  # Q ≡ 0: only the rewards are left
+    torch.testing.assert_close(
+        itpo_eval.imagine_rollout(*args, reward_scale=100.0), 100 * itpo_eval.imagine_rollout(*args)
+    )
+    with torch.no_grad():
+        reward.net[-1].weight.zero_()
+        reward.net[-1].bias.zero_()  # r ≡ 0 and Q ≡ 3: the scale leaves Q alone
+        critic.out.bias.fill_(3.0)
+    torch.testing.assert_close(
+        itpo_eval.imagine_rollout(*args, reward_scale=100.0), torch.full((1,), 3.0 * GAMMA**H, dtype=torch.float64)
+    )

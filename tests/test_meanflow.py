@@ -61,7 +61,7 @@ def test_tilt_weights():
             return torch.zeros(obs.shape[0], 2)
 
     assert torch.equal(mf.tilt_weights(Zero(), s, a, math.inf), torch.ones(8))
-    torch.testing.assert_close(mf.tilt_weights(Zero(), s, a, 0.5), torch.exp(-(a ** 2).sum(-1) / 0.5))
+    torch.testing.assert_close(mf.tilt_weights(Zero(), s, a, 0.5), torch.exp(-(a**2).sum(-1) / 0.5))
 
 
 def test_time_sampling():
@@ -76,8 +76,11 @@ def test_tilt_weights_the_loss_as_weighting_each_transition_by_hand():
     check the loss of any tilt is the w-weighted mean of those per-transition losses."""
     model = tiny()
     n = 6
-    batch = {"observations": torch.randn(n, 3, dtype=torch.float64), "actions": torch.rand(n, 2, dtype=torch.float64),
-             "next_observations": torch.randn(n, 3, dtype=torch.float64)}
+    batch = {
+        "observations": torch.randn(n, 3, dtype=torch.float64),
+        "actions": torch.rand(n, 2, dtype=torch.float64),
+        "next_observations": torch.randn(n, 3, dtype=torch.float64),
+    }
     args = mf.Args()
 
     def loss_with(tilt):
@@ -94,10 +97,19 @@ def test_tilt_weights_the_loss_as_weighting_each_transition_by_hand():
 def test_itpo_runs_with_the_meanflow_world_model(pipeline):
     ckpt = torch.load(pipeline["ckpt"]["meanflow"], weights_only=True)
     assert ckpt["tilt_temperature"] == 1.0 and ckpt["step"] == 50
-    args = itpo_eval.Args(env_id=pipeline["env_id"], particles=4, episodes=2, max_episode_steps=10, device="cpu",
-                          world_model="meanflow", step_size=1e-2, rebrac_checkpoint=pipeline["ckpt"]["rebrac"],
-                          dynamics_checkpoint=pipeline["ckpt"]["meanflow"], reward_checkpoint=pipeline["ckpt"]["reward"],
-                          run_name="meanflow")
+    args = itpo_eval.Args(
+        env_id=pipeline["env_id"],
+        particles=4,
+        episodes=2,
+        max_episode_steps=10,
+        device="cpu",
+        world_model="meanflow",
+        step_size=1e-2,
+        rebrac_checkpoint=pipeline["ckpt"]["rebrac"],
+        dynamics_checkpoint=pipeline["ckpt"]["meanflow"],
+        reward_checkpoint=pipeline["ckpt"]["reward"],
+        run_name="meanflow",
+    )
     summary = itpo_eval.main(args)
     assert summary["settings"]["noise_shape"] == [1, 11]
     assert summary["itpo"]["skipped_updates"] == 0
@@ -108,8 +120,18 @@ def test_speed_benchmark_runs(pipeline, capsys):
     import world_model_speed
 
     c = pipeline["ckpt"]
-    world_model_speed.main(world_model_speed.Args(
-        env_id=pipeline["env_id"], particles=4, episodes=2, repeats=2, device="cpu", rebrac_checkpoint=c["rebrac"],
-        dynamics_checkpoint=c["dynamics"], meanflow_checkpoint=c["meanflow"], reward_checkpoint=c["reward"]))
+    world_model_speed.main(
+        world_model_speed.Args(
+            env_id=pipeline["env_id"],
+            particles=4,
+            episodes=2,
+            repeats=2,
+            device="cpu",
+            rebrac_checkpoint=c["rebrac"],
+            dynamics_checkpoint=c["dynamics"],
+            meanflow_checkpoint=c["meanflow"],
+            reward_checkpoint=c["reward"],
+        )
+    )
     out = capsys.readouterr().out
     assert "ms per inner step" in out and "DDPM / MeanFlow" in out

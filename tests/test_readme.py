@@ -25,7 +25,7 @@ def test_readme_example_adapts_any_actor():
 
 
 def test_readme_example_needs_only_the_two_files_it_names(tmp_path):
-    """"Copy itpo_eval.py and common.py": the example runs in a folder that holds only those two files."""
+    """ "Copy itpo_eval.py and common.py": the example runs in a folder that holds only those two files."""
     import shutil
     import subprocess
     import sys
@@ -34,7 +34,8 @@ def test_readme_example_needs_only_the_two_files_it_names(tmp_path):
         shutil.copy(os.path.join(ROOT, name), tmp_path / name)
     (tmp_path / "example.py").write_text(readme_example() + "\nprint('shape', actions.shape)\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "shape (2, 3)" in result.stdout

@@ -13,8 +13,14 @@ hopper .001 .01 .01 .01 .1 .1 .1 .01 .05 .5 .01 .01
 walker2d .01 0 .05 .1 .01 .5 .01 .01 .05 .01 .01 .01
 """
 KINDS = ["random", "medium", "expert", "medium-expert", "medium-replay", "full-replay"]
-ANTMAZE = {"umaze": (.003, .002), "umaze-diverse": (.003, .001), "medium-play": (.001, .0005),
-           "medium-diverse": (.001, 0), "large-play": (.002, .001), "large-diverse": (.002, .002)}
+ANTMAZE = {
+    "umaze": (0.003, 0.002),
+    "umaze-diverse": (0.003, 0.001),
+    "medium-play": (0.001, 0.0005),
+    "medium-diverse": (0.001, 0),
+    "large-play": (0.002, 0.001),
+    "large-diverse": (0.002, 0.002),
+}
 
 
 def test_beta_table_matches_design_for_all_24_datasets():
@@ -59,7 +65,8 @@ def test_architecture_and_init():
 
 def test_critic_target_by_hand():
     batch = {
-        "next_obs": torch.zeros(4, 3), "rewards": torch.tensor([1.0, 2.0, 3.0, 4.0]),
+        "next_obs": torch.zeros(4, 3),
+        "rewards": torch.tensor([1.0, 2.0, 3.0, 4.0]),
         "dones": torch.tensor([0.0, 1.0, 0.0, 0.0]),
         "next_actions": torch.tensor([[0.5], [0.0], [1.0], [-1.0]]),
     }
@@ -67,8 +74,9 @@ def test_critic_target_by_hand():
     q_values = torch.tensor([[10.0, 5.0, 7.0, 1.0], [8.0, 6.0, 9.0, 2.0]])
     critic_target = lambda s, a: q_values  # noqa: E731  (min over critics: 8, 5, 7, 1)
     noise = torch.tensor([[1.0], [0.0], [10.0], [-10.0]])  # 0.2·noise, clipped to ±0.5
-    target = rebrac.critic_target(batch, actor_target, critic_target, gamma=0.9, critic_bc_coef=0.5,
-                                  policy_noise=0.2, noise_clip=0.5, noise=noise)
+    target = rebrac.critic_target(
+        batch, actor_target, critic_target, gamma=0.9, critic_bc_coef=0.5, policy_noise=0.2, noise_clip=0.5, noise=noise
+    )
     a_tilde = torch.tensor([1.0, 0.0, 0.5, -0.7])  # clip(0.9 + 0.2, ±1), 0, 0 + 0.5, −0.2 − 0.5
     penalty = (a_tilde - batch["next_actions"][:, 0]) ** 2
     expected = batch["rewards"] + 0.9 * (1 - batch["dones"]) * (torch.tensor([8.0, 5.0, 7.0, 1.0]) - 0.5 * penalty)
@@ -78,9 +86,12 @@ def test_critic_target_by_hand():
 
 def test_replay_bootstraps_timeouts_and_keeps_next_actions_in_episode():
     data = {
-        "observations": np.zeros((5, 2), np.float32), "next_observations": np.zeros((5, 2), np.float32),
-        "actions": np.arange(5, dtype=np.float32)[:, None], "rewards": np.ones(5, np.float32),
-        "terminals": np.array([0, 1, 0, 0, 0], np.float32), "timeouts": np.array([0, 0, 0, 1, 0], np.float32),
+        "observations": np.zeros((5, 2), np.float32),
+        "next_observations": np.zeros((5, 2), np.float32),
+        "actions": np.arange(5, dtype=np.float32)[:, None],
+        "rewards": np.ones(5, np.float32),
+        "terminals": np.array([0, 1, 0, 0, 0], np.float32),
+        "timeouts": np.array([0, 0, 0, 1, 0], np.float32),
     }
     replay = rebrac.make_replay(data, reward_scale=100.0, device="cpu")
     assert replay["dones"].tolist() == [0, 1, 0, 0, 0]  # the timeout at index 3 is bootstrapped
@@ -109,9 +120,20 @@ def test_end_to_end_checkpoint_and_resume(pipeline, capsys):
     actor.load_state_dict(ckpt["actor"])
     resumed = str(pipeline["work"] / "resumed.pt")
     torch.save(ckpt, resumed)
-    rebrac.train(rebrac.Args(env_id="hopper-medium-replay", total_updates=30, batch_size=64, hidden_dim=32,
-                             eval_every=10**9, checkpoint_every=10, eval_episodes=1, checkpoint=resumed,
-                             resume=True, device="cpu"))
+    rebrac.train(
+        rebrac.Args(
+            env_id="hopper-medium-replay",
+            total_updates=30,
+            batch_size=64,
+            hidden_dim=32,
+            eval_every=10**9,
+            checkpoint_every=10,
+            eval_episodes=1,
+            checkpoint=resumed,
+            resume=True,
+            device="cpu",
+        )
+    )
     assert "resuming" in capsys.readouterr().out
     after = torch.load(resumed, weights_only=True)
     assert after["step"] == 30

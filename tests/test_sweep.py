@@ -13,8 +13,8 @@ from scipy.stats import trim_mean
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-import report
-import sweep
+import report  # noqa: E402
+import sweep  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------

@@ -93,7 +93,11 @@ def test_loaded_models_are_the_trained_ones(pipeline):
 def test_ddpm_loss_equals_a_hand_computation():
     """L = ‖ε − ε̂_θ(√ᾱ_k x_0 + √(1 − ᾱ_k) ε, k, c)‖², x_0 the normalised delta, k ~ U{1..K}, at a fixed seed."""
     model = tiny_model(K=4)
-    s, a, s_next = torch.randn(64, 3, dtype=torch.float64), torch.rand(64, 2, dtype=torch.float64), torch.randn(64, 3, dtype=torch.float64)
+    s, a, s_next = (
+        torch.randn(64, 3, dtype=torch.float64),
+        torch.rand(64, 2, dtype=torch.float64),
+        torch.randn(64, 3, dtype=torch.float64),
+    )
     torch.manual_seed(7)
     loss = model.loss(s, a, s_next)
     torch.manual_seed(7)
@@ -119,7 +123,7 @@ def test_the_termination_head_learns_when_the_robot_falls():
     model = RewardModel(3, 2, hidden_dim=64, num_layers=2)
     model.normalizer.fit(train["observations"].numpy())
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(400):
+    for _ in range(400):
         idx = torch.randint(0, 3000, (256,))
         loss = model.loss({k: v[idx] for k, v in train.items()})
         opt.zero_grad()
@@ -130,6 +134,8 @@ def test_the_termination_head_learns_when_the_robot_falls():
     assert metrics["termination_accuracy"] > 0.97 > base_rate + 0.1
     assert metrics["termination_recall"] > 0.9
     assert metrics["reward_rmse"] < 0.2
+
+
 def test_one_step_rmse_is_zero_for_a_perfect_model():
     class Perfect:
         noise_shape = (1, 2)
@@ -156,12 +162,27 @@ def test_dynamics_and_meanflow_resume_at_the_saved_step(pipeline, capsys):
     import meanflow_onestep
     import train_dynamics
 
-    for module, key, kwargs in ((train_dynamics, "dynamics", dict(diffusion_steps=3)), (meanflow_onestep, "meanflow", {})):
+    for module, key, kwargs in (
+        (train_dynamics, "dynamics", dict(diffusion_steps=3)),
+        (meanflow_onestep, "meanflow", {}),
+    ):
         path = str(pipeline["work"] / f"resume_{key}.pt")
         shutil.copy(pipeline["ckpt"][key], path)
         before = torch.load(path, weights_only=True)
-        module.main(module.Args(env_id=pipeline["env_id"], hidden_dim=32, num_layers=2, total_steps=before["step"] + 20,
-                                eval_every=10, holdout=20, device="cpu", checkpoint=path, resume=True, **kwargs))
+        module.main(
+            module.Args(
+                env_id=pipeline["env_id"],
+                hidden_dim=32,
+                num_layers=2,
+                total_steps=before["step"] + 20,
+                eval_every=10,
+                holdout=20,
+                device="cpu",
+                checkpoint=path,
+                resume=True,
+                **kwargs,
+            )
+        )
         assert f"resuming {path} at step {before['step']}" in capsys.readouterr().out
         after = torch.load(path, weights_only=True)
         assert after["step"] == before["step"] + 20
