@@ -106,7 +106,7 @@ PRESETS = {
         "inner_steps": 1,
         "episodes": 10,
         "tune_episodes": 3,
-        "tune_max_steps": 300,
+        "tune_max_steps": 200,
         "max_episode_steps": 0,
     },
     "paper": {
