@@ -271,9 +271,8 @@ class ITPOAgent:
             self.reset(active)
         if self.adapt:
             noise_shape = (len(obs), self.args.particles, self.args.horizon, *self.world.noise_shape)
-            eps = torch.randn(
-                noise_shape, generator=self.generator, device=dev, dtype=s0.dtype
-            )  # fixed over the E steps
+            # fresh noise at each real state, the same for its E inner steps
+            eps = torch.randn(noise_shape, generator=self.generator, device=dev, dtype=s0.dtype)
             if self.args.compile and str(dev).startswith("cuda"):
                 torch.compiler.cudagraph_mark_step_begin()
             params, moments, steps, stats = self.adapt_step(self.params, self.moments, self.steps, s0, eps, active)

@@ -52,6 +52,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+from common import ENV_IDS, checkpoint_path  # noqa: E402
 
 TRAIN_STAGES = ("rebrac", "dynamics", "reward", "meanflow")
 STAGE_ENTRY = {  # stage -> (module, entry point); each entry point takes the module's Args
@@ -214,11 +215,6 @@ class Args:
     """cut evaluation episodes at this many steps (0: the env's limit)"""
 
 
-def checkpoint_path(env_id: str, stage: str, seed: int, root: str = "checkpoints") -> str:
-    """The checkpoint path rule of common.checkpoint_path (swap this helper for it)."""
-    return f"{root}/{env_id}/{stage}_seed{seed}.pt"
-
-
 # ---------------------------------------------------------------------------------------------
 # Settings
 # ---------------------------------------------------------------------------------------------
@@ -238,9 +234,9 @@ def resolve(args: Args) -> tuple[dict, list[tuple[str, int]], str]:
     pairs = list(dict.fromkeys(pairs))
     if not pairs:
         sys.exit("error: nothing to run: give --env-ids (with --seeds) or --runs env_id:seed")
-    env_ids = known_env_ids()
+    env_ids = ENV_IDS
     for env_id in dict.fromkeys(e for e, _ in pairs):
-        if env_ids is not None and env_id not in env_ids:
+        if env_id not in env_ids:
             sys.exit(f"error: unknown dataset {env_id!r}. Valid names: {', '.join(env_ids)}")
     if not args.world_models:
         sys.exit("error: --world-models is empty")
@@ -261,17 +257,6 @@ def resolve(args: Args) -> tuple[dict, list[tuple[str, int]], str]:
         sys.exit(f"error: --step-size must be a finite number ≥ 0, not {args.step_size}")
     root = os.path.abspath(args.root or os.path.join("sweeps", args.preset))
     return budgets, pairs, root
-
-
-def known_env_ids() -> list[str] | None:
-    try:
-        from common import ENV_IDS
-    except ImportError:
-        try:
-            from collect_dataset import ENV_IDS
-        except ImportError:
-            return None
-    return list(ENV_IDS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -179,8 +179,10 @@ def test_a_corrupt_checkpoint_names_the_file_and_the_command_that_remakes_it(pip
         pipeline["ckpt"]["dynamics"],
         "--reward-checkpoint",
         str(text),
+        cwd=tmp_path,
     )
     assert "python train_reward.py --env-id hopper-medium-replay --seed 0" in one_line_error(result)
+    assert not (tmp_path / "runs").exists()  # a run that fails before it starts leaves no log folder
 
 
 def test_a_run_with_a_non_finite_score_exits_non_zero(pipeline, monkeypatch):

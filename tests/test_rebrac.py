@@ -6,7 +6,7 @@ import torch
 
 import rebrac
 
-# DESIGN.md's (β_a, β_c) table, written out again so that the script's copy is checked against it.
+# The (β_a, β_c) table of CORL's ReBRAC configs, written out again so that the script's copy is checked against it.
 DESIGN_TABLE = """
 halfcheetah .001 .1 .001 .01 .01 .01 .01 .1 .01 .001 .001 .1
 hopper .001 .01 .01 .01 .1 .1 .1 .01 .05 .5 .01 .01
