@@ -338,3 +338,17 @@ def test_imagined_rewards_are_in_the_critics_units():
     torch.testing.assert_close(
         itpo_eval.imagine_rollout(*args, reward_scale=100.0), torch.full((1,), 3.0 * GAMMA**H, dtype=torch.float64)
     )
+
+
+def test_first_adam_step_is_alpha_times_the_gradient_sign(monkeypatch):
+    """With bias correction Adam's first step is α·g/(|g| + 1e-8): each weight moves by α along its gradient
+    (up to float32 rounding of the step count's bias-correction terms)."""
+    calls = record_inner_steps(monkeypatch)
+    agent, actor = tiny_agent(1e-4, optimizer="adam")
+    agent(np.random.default_rng(6).normal(size=(2, D)), np.array([True, True]))
+    pretrained = stacked(actor, 2)
+    _, grads = itpo_eval.inner_step(
+        agent.policy, pretrained, agent.critic, agent.world, agent.reward, calls[0]["s0"], calls[0]["eps"], GAMMA
+    )
+    for k, g in grads.items():
+        torch.testing.assert_close(agent.params[k] - pretrained[k], 1e-4 * g / (g.abs() + 1e-8), rtol=1e-4, atol=1e-12)
