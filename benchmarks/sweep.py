@@ -694,6 +694,8 @@ class Sweep:
         if self.args.address is not None:
             ray.init(address=self.args.address, runtime_env=runtime_env)
         else:
+            # a local Ray starts its workers at nice 15 by default: beside any other job they would starve
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=self.args.num_cpus, include_dashboard=False, runtime_env=runtime_env)
         return True
 
