@@ -380,6 +380,8 @@ def plot_training_curves(path: str, histories: dict) -> None:
     runs = sorted({run for h in histories.values() for run in h})
     colors = {run: plt.cm.tab10(i % 10) for i, run in enumerate(runs)}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax in axes:  # steps as 5k, 10k, ...: full numbers overlap
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
     panels = [
         (axes[0], [("rebrac", "score", "-")], "ReBRAC evaluation", "updates", "normalised score"),
         (
