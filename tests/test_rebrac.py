@@ -114,10 +114,15 @@ def test_end_to_end_checkpoint_and_resume(pipeline, capsys):
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["step"] == 20 and ckpt["env_id"] == "hopper-medium-replay"
     assert ckpt["obs_dim"] == 11 and ckpt["act_dim"] == 3
-    for key in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt"):
-        assert key in ckpt
-    actor = rebrac.Actor(11, 3, 32)
-    actor.load_state_dict(ckpt["actor"])
+    actor, critic = rebrac.Actor(11, 3, 32), rebrac.Critic(11, 3, 32)
+    for module, key in (
+        (actor, "actor"),
+        (critic, "critic"),
+        (rebrac.Actor(11, 3, 32), "actor_target"),
+        (rebrac.Critic(11, 3, 32), "critic_target"),
+    ):
+        module.load_state_dict(ckpt[key])  # strict: every weight is there, with its shape
+    assert len(ckpt["actor_opt"]["state"]) == len(list(actor.parameters()))  # Adam's moments, to resume
     resumed = str(pipeline["work"] / "resumed.pt")
     torch.save(ckpt, resumed)
     rebrac.train(
