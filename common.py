@@ -92,6 +92,15 @@ def require_positive(args, *fields: str) -> None:
         )
 
 
+def require_snapshot_every(args) -> None:
+    """--snapshot-every: 0 (none) or a multiple of --eval-every, so that every snapshot records its evaluation."""
+    n = args.snapshot_every
+    require(
+        n == 0 or (n > 0 and n % args.eval_every == 0),
+        f"--snapshot-every must be 0 or a positive multiple of --eval-every ({args.eval_every}), not {n}",
+    )
+
+
 def parse_env_id(env_id: str) -> tuple[str, str]:
     """'hopper-medium-replay' -> ('hopper', 'medium-replay'); exits with the valid names if unknown."""
     if env_id not in ENV_IDS:
@@ -321,9 +330,17 @@ STAGE_SCRIPTS = {
 }
 
 
-def checkpoint_path(env_id: str, stage: str, seed: int, root: str = "checkpoints") -> str:
-    """Where `stage` (rebrac | dynamics | reward | meanflow) keeps its checkpoint for a dataset and seed."""
-    return f"{root}/{env_id}/{stage}_seed{seed}.pt"
+def checkpoint_path(env_id: str, stage: str, seed: int, root: str = "checkpoints", step: int | None = None) -> str:
+    """Where `stage` (rebrac | dynamics | reward | meanflow) keeps its checkpoint for a dataset and seed;
+    with `step`, the snapshot that `--snapshot-every` kept at that step."""
+    path = f"{root}/{env_id}/{stage}_seed{seed}.pt"
+    return path if step is None else snapshot_path(path, step)
+
+
+def snapshot_path(path: str, step: int) -> str:
+    """The snapshot of checkpoint `path` at `step`: rebrac_seed0.pt -> rebrac_seed0_step50000.pt."""
+    stem, ext = os.path.splitext(path)
+    return f"{stem}_step{step}{ext or '.pt'}"
 
 
 def make_command(stage: str, env_id: str, seed: int = 0) -> str:
@@ -532,7 +549,8 @@ def fit(
 ) -> dict:
     """Train `model` on minibatches of `train` with `loss_fn(model, batch)`; every `args.eval_every`
     steps log the dict `evaluate(model, held_out)`; checkpoint atomically at `path` with the model's
-    config and `meta`; honour --resume. With `ema_decay`, an exponential moving average of the weights
+    config and `meta` (and every `args.snapshot_every` steps a snapshot beside it); honour --resume.
+    With `ema_decay`, an exponential moving average of the weights
     is what is evaluated and saved as "model" (the raw weights are kept for resuming)."""
     device = args.device
     n = len(train["rewards"])
@@ -558,7 +576,7 @@ def fit(
     writer.add_text("args", str(plain_args))
     metrics, t0 = {}, time.time()
 
-    def save(step: int):
+    def save(step: int, to: str = path):
         weights = (
             {"model": ema.module.state_dict(), "raw_model": model.state_dict()}
             if ema
@@ -577,7 +595,7 @@ def fit(
                 "rng_state": save_rng_state(device),
                 **(meta or {}),
             },
-            path,
+            to,
         )
 
     bar = tqdm(range(start, args.total_steps), initial=start, total=args.total_steps, desc=stage, mininterval=2)
@@ -600,6 +618,8 @@ def fit(
                 writer.add_scalar(f"{stage}/{k}", v, step + 1)
             bar.write(f"[{stage}] step {step + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             save(step + 1)
+        if args.snapshot_every and (step + 1) % args.snapshot_every == 0:
+            save(step + 1, snapshot_path(path, step + 1))
     metrics["seconds"] = time.time() - t0
     print(
         f"[{stage}] {args.total_steps - start} steps in {metrics['seconds']:.0f}s; held-out "

@@ -41,6 +41,7 @@ from common import (
     prepare,
     require,
     require_positive,
+    require_snapshot_every,
     time_embedding,
 )
 from rebrac import load_rebrac
@@ -87,6 +88,9 @@ class Args:
     """transitions held out for the one-step RMSE"""
     eval_every: int = 10_000
     """held-out one-step RMSE every this many steps"""
+    snapshot_every: int = 0
+    """also keep the checkpoint of every this many steps beside the last one (<checkpoint>_step<N>.pt;
+    a multiple of --eval-every, so that each snapshot holds its held-out metrics); 0: none"""
     checkpoint: str | None = None
     """default checkpoints/<env-id>/meanflow_seed<S>.pt"""
     resume: bool = False
@@ -107,6 +111,7 @@ class Args:
             "logit_normal_std",
             "adaptive_c",
         )
+        require_snapshot_every(self)
         require(
             self.tilt_temperature > 0,
             f"--tilt-temperature must be positive (inf: no tilt), not {self.tilt_temperature}",

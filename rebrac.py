@@ -30,10 +30,12 @@ from common import (
     load_rng_state,
     parse_env_id,
     require_positive,
+    require_snapshot_every,
     resume_checkpoint,
     run_episodes,
     save_rng_state,
     seed_everything,
+    snapshot_path,
 )
 
 # (β_a, β_c) per dataset, from CORL's ReBRAC configs (`configs/offline/rebrac/<env>/<dataset>_v2.yaml`).
@@ -114,6 +116,9 @@ class Args:
     """first evaluation seed"""
     checkpoint_every: int = 50_000
     """write the checkpoint every this many updates"""
+    snapshot_every: int = 0
+    """also keep the checkpoint of every this many updates beside the last one (<checkpoint>_step<N>.pt,
+    loadable by itpo_eval.py like any other; a multiple of --eval-every); 0: none"""
     checkpoint: str | None = None
     """checkpoint path (default checkpoints/<env-id>/rebrac_seed<S>.pt)"""
     resume: bool = False
@@ -137,6 +142,7 @@ class Args:
             "checkpoint_every",
             "policy_freq",
         )
+        require_snapshot_every(self)
 
 
 def resolve_args(args: Args) -> Args:
@@ -377,7 +383,7 @@ def train(args: Args) -> dict:
     eval_seeds = list(range(args.eval_seed, args.eval_seed + args.eval_episodes))
     last_score, eval_env = float("nan"), None  # eval_env: the env evaluated in, as `describe_env` reads it
 
-    def save(step: int):
+    def save(step: int, to: str = args.checkpoint):
         atomic_torch_save(
             {
                 "actor": actor.state_dict(),
@@ -396,7 +402,7 @@ def train(args: Args) -> dict:
                 "history": history,
                 "eval_env": eval_env,
             },
-            args.checkpoint,
+            to,
         )
 
     t0, t_log = time.time(), time.time()
@@ -427,6 +433,8 @@ def train(args: Args) -> dict:
             bar.write(f"[rebrac] update {step + 1}: normalised score {last_score:.1f} ± {np.std(scores):.1f}")
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.total_updates:
             save(step + 1)
+        if args.snapshot_every and (step + 1) % args.snapshot_every == 0:
+            save(step + 1, snapshot_path(args.checkpoint, step + 1))
     elapsed = time.time() - t0
     done = args.total_updates - start
     print(

@@ -32,6 +32,7 @@ from common import (
     parse_env_id,
     prepare,
     require_positive,
+    require_snapshot_every,
     time_embedding,
 )
 
@@ -60,6 +61,9 @@ class Args:
     """transitions held out for the one-step RMSE"""
     eval_every: int = 10_000
     """held-out one-step RMSE every this many steps"""
+    snapshot_every: int = 0
+    """also keep the checkpoint of every this many steps beside the last one (<checkpoint>_step<N>.pt;
+    a multiple of --eval-every, so that each snapshot holds its held-out metrics); 0: none"""
     checkpoint: str | None = None
     """default checkpoints/<env-id>/dynamics_seed<S>.pt"""
     resume: bool = False
@@ -72,6 +76,7 @@ class Args:
         require_positive(
             self, "diffusion_steps", "hidden_dim", "num_layers", "total_steps", "batch_size", "lr", "eval_every"
         )
+        require_snapshot_every(self)
 
 
 # ---------------------------------------------------------------------------------------------

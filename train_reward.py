@@ -19,7 +19,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-from common import Normalizer, fit, load_checkpoint, mlp, parse_env_id, prepare, require_positive
+from common import (
+    Normalizer,
+    fit,
+    load_checkpoint,
+    mlp,
+    parse_env_id,
+    prepare,
+    require_positive,
+    require_snapshot_every,
+)
 
 
 @dataclass
@@ -46,6 +55,9 @@ class Args:
     """transitions held out for the RMSE"""
     eval_every: int = 10_000
     """held-out RMSE every this many steps"""
+    snapshot_every: int = 0
+    """also keep the checkpoint of every this many steps beside the last one (<checkpoint>_step<N>.pt;
+    a multiple of --eval-every, so that each snapshot holds its held-out metrics); 0: none"""
     checkpoint: str | None = None
     """default checkpoints/<env-id>/reward_seed<S>.pt"""
     resume: bool = False
@@ -56,6 +68,7 @@ class Args:
     def __post_init__(self):
         parse_env_id(self.env_id)
         require_positive(self, "hidden_dim", "num_layers", "total_steps", "batch_size", "lr", "eval_every")
+        require_snapshot_every(self)
 
 
 class RewardModel(nn.Module):
