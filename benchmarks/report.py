@@ -9,9 +9,12 @@ training histories under `<root>/checkpoints/`, and writes into `--out`:
                          over all episodes of all seeds; the paired ITPO − ReBRAC difference (paired by
                          (seed, episode)) with its interval; α; ms per env step; then the aggregate IQM
                          over (dataset, seed) runs with rliable's stratified-bootstrap interval
+                         then the budget curves and every α's tuning scores
     differences.png      the paired differences per dataset and the aggregate IQMs, with intervals
+    budget_curves.png    per dataset: ReBRAC's score and ITPO's paired Δ against ReBRAC's updates, and
+                         ITPO's Δ against the world model's held-out one-step RMSE
     training_curves.png  ReBRAC's evaluation score and the models' held-out RMSE against steps
-    summaries/           copies of the summary JSONs
+    summaries/, curves/  copies of the summary JSONs and of the budget-curve points
 
 The statistics are the small pure functions `bootstrap_ci`, `paired_difference` and `iqm_table`.
 """
@@ -116,6 +119,78 @@ def load_summaries(root: str) -> dict[str, dict[int, dict[str, dict]]]:
         summary["_path"] = path
         runs.setdefault(s["env_id"], {}).setdefault(int(s["seed"]), {})[s["world_model"]] = summary
     return runs
+
+
+def load_curves(root: str, runs: dict) -> dict[tuple[str, str, str], dict[int, dict[int, dict]]]:
+    """Budget curves: {(env_id, world model, varied stage): {step: {seed: summary}}} from
+    <root>/curves/*.json, with each run's final summary as the last point of both of its curves."""
+    curves: dict = {}
+    for path in sorted(glob.glob(os.path.join(root, "curves", "*.json"))):
+        with open(path) as f:
+            point = json.load(f)
+        point["_path"] = path
+        s, c = point["settings"], point["curve"]
+        curves.setdefault((s["env_id"], s["world_model"], c["vary"]), {}).setdefault(c["step"], {})[int(s["seed"])] = (
+            point
+        )
+    for env_id, by_seed in runs.items():
+        for seed, by_wm in by_seed.items():
+            for wm, summary in by_wm.items():
+                models = summary.get("models")
+                if models is None:  # made before the sweep recorded its models: no curve point
+                    continue
+                for stage, info in models.items():
+                    key = (env_id, wm, stage)
+                    if stage != "reward" and key in curves:
+                        curves[key].setdefault(info["step"], {})[seed] = summary
+    return curves
+
+
+def curve_rows(curves: dict, reps: int, confidence: float, seed: int) -> list[dict]:
+    """One row per curve point, seeds pooled: the step, the varied model's held-out RMSE (world models) or
+    ReBRAC's own evaluation at that snapshot, ReBRAC's and ITPO's scores on the ITPO run's episodes, and the
+    paired Δ, each with its bootstrap interval."""
+    rows = []
+    for (env_id, wm, vary), points in sorted(curves.items()):
+        for step, by_seed in sorted(points.items()):
+            itpo, base, rmse = {}, {}, []
+            for summary in by_seed.values():
+                itpo.update(episode_scores(summary, "itpo"))
+                base.update(episode_scores(summary, "rebrac"))
+                metrics = summary["models"][vary]["metrics"]
+                if "one_step_rmse" in metrics:
+                    rmse.append(metrics["one_step_rmse"])
+            rows.append(
+                {
+                    "env_id": env_id,
+                    "wm": wm,
+                    "vary": vary,
+                    "step": step,
+                    "seeds": sorted(by_seed),
+                    "rmse": float(np.mean(rmse)) if rmse else None,
+                    "rebrac": bootstrap_ci(list(base.values()), reps, confidence, seed),
+                    "itpo": bootstrap_ci(list(itpo.values()), reps, confidence, seed),
+                    "diff": paired_difference(itpo, base, reps, confidence, seed),
+                }
+            )
+    return rows
+
+
+def alpha_rows(runs: dict) -> list[str]:
+    """Every α's tuning score, per (dataset, seed, world model), as Markdown table rows."""
+    out = []
+    for env_id, by_seed in sorted(runs.items()):
+        for seed, by_wm in sorted(by_seed.items()):
+            for wm, summary in sorted(by_wm.items()):
+                alpha = summary.get("alpha", {})
+                scores = alpha.get("tuning_scores") or {}
+                cut = alpha.get("tune_max_steps")
+                tuned = ", ".join(f"{a}: {v:.1f}" if v is not None else f"{a}: —" for a, v in scores.items())
+                out.append(
+                    f"| {env_id} | {seed} | {NAMES[wm]} | {tuned or 'fixed'} | {alpha.get('chosen')!r} | "
+                    f"{len(alpha.get('tune_seeds', []))} | {cut or 'full length'} |"
+                )
+    return out
 
 
 def episode_scores(summary: dict, which: str) -> dict[tuple[int, int], float]:
@@ -264,6 +339,8 @@ def write_table(
     notes: list[str],
     header: list[str],
     confidence: float,
+    curves: list[dict] | None = None,
+    alphas: list[str] | None = None,
 ) -> None:
     pct = f"{100 * confidence:g} %"
     out = (
@@ -310,6 +387,38 @@ def write_table(
         ]
     if notes:
         out += [""] + [f"Note: {n}" for n in notes]
+    if curves:
+        out += [
+            "",
+            "## Budget curves",
+            "",
+            (
+                "ITPO with one stage's snapshot (the others final; α as chosen for the final models), paired "
+                f"against ReBRAC on the same episodes; {pct} bootstrap intervals. ReBRAC rows: its snapshot at "
+                "that many updates, so the ReBRAC column moves. World-model rows: the final ReBRAC, the world "
+                "model's snapshot with its held-out one-step RMSE."
+            ),
+            "",
+            "| dataset | world model | stage varied | step | held-out RMSE | ReBRAC | ITPO | Δ | seeds |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in curves:
+            rmse = f"{r['rmse']:.3f}" if r["rmse"] is not None else "—"
+            out.append(
+                f"| {r['env_id']} | {NAMES[r['wm']]} | {r['vary']} | {r['step']} | {rmse} | {fmt(r['rebrac'])} | "
+                f"{fmt(r['itpo'])} | {fmt(r['diff'], True)} | {len(r['seeds'])} |"
+            )
+    if alphas:
+        out += [
+            "",
+            "## α tuning",
+            "",
+            "Mean normalised ITPO score on the tuning episodes for each α of the grid; ties keep the smaller α.",
+            "",
+            "| dataset | seed | world model | score per α | chosen | tuning episodes | cut |",
+            "|---|---|---|---|---|---|---|",
+            *alphas,
+        ]
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
 
@@ -349,6 +458,54 @@ def plot_differences(path: str, rows: list[dict], iqm: dict) -> None:
         ax2.text(0.5, 0.5, "no aggregate", ha="center", transform=ax2.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_budget_curves(path: str, curves: list[dict]) -> None:
+    """Per dataset: (left) ReBRAC's score and ITPO's paired Δ against ReBRAC's updates; (right) ITPO's Δ
+    against the world model's held-out one-step RMSE. Intervals are the table's bootstrap intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r["env_id"] for r in curves}) or ["no budget curves"]
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(12, 3.6 * len(datasets)), squeeze=False)
+    errbar = lambda ci: [[ci[0] - ci[1]], [ci[2] - ci[0]]]  # noqa: E731
+    for row, env_id in zip(axes, datasets):
+        left, right = row
+        mine = [r for r in curves if r["env_id"] == env_id]
+        rebrac_pts = sorted(
+            {r["step"]: r["rebrac"] for r in mine if r["vary"] == "rebrac" and r["wm"] == "ddpm"}.items()
+        ) or sorted({r["step"]: r["rebrac"] for r in mine if r["vary"] == "rebrac"}.items())
+        if rebrac_pts:
+            xs, cis = zip(*rebrac_pts)
+            left.plot(xs, [c[0] for c in cis], "-", color=COLORS["rebrac"], label="ReBRAC score")
+            left.fill_between(xs, [c[1] for c in cis], [c[2] for c in cis], color=COLORS["rebrac"], alpha=0.2)
+        for k, wm in enumerate(WORLD_MODELS):
+            label = f"Δ {NAMES[wm]} − ReBRAC"
+            for r in (r for r in mine if r["wm"] == wm and r["vary"] == "rebrac"):
+                x = r["step"] * (1 + 0.04 * (k - 0.5))
+                ci = r["diff"]
+                left.errorbar([x], [ci[0]], yerr=errbar(ci), fmt="o", capsize=3, color=COLORS[wm], label=label)
+                label = None
+            pts = sorted((r["rmse"], r["diff"]) for r in mine if r["vary"] != "rebrac" and r["wm"] == wm and r["rmse"])
+            for x, ci in pts:
+                right.errorbar([x], [ci[0]], yerr=errbar(ci), fmt="o", capsize=3, color=COLORS[wm])
+            if pts:
+                right.plot([p[0] for p in pts], [p[1][0] for p in pts], "-", color=COLORS[wm], label=NAMES[wm])
+        for ax in row:
+            ax.axhline(0, color="grey", lw=1)
+        left.set(title=f"{env_id}: ReBRAC's budget", xlabel="ReBRAC updates", ylabel="normalised score / Δ")
+        right.set(title=f"{env_id}: world model's accuracy", xlabel="held-out one-step RMSE", ylabel="Δ ITPO − ReBRAC")
+        for ax in row:
+            if ax.get_legend_handles_labels()[0]:  # points to draw on a log axis
+                ax.set_xscale("log")
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no points", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -431,6 +588,8 @@ def main(args: Args) -> dict:
     os.makedirs(os.path.join(args.out, "summaries"), exist_ok=True)
     rows = dataset_rows(runs, args.reps, args.confidence, args.seed)
     matrices, datasets, notes = aggregate_matrices(runs)
+    curves = load_curves(args.root, runs)
+    points = curve_rows(curves, args.reps, args.confidence, args.seed)
     iqm = iqm_table(matrices, args.reps, args.confidence, args.seed) if matrices else {}
     n_runs = next(iter(matrices.values())).shape[0] if matrices else 0
     write_table(
@@ -443,17 +602,34 @@ def main(args: Args) -> dict:
         notes,
         header_lines(runs),
         args.confidence,
+        points,
+        alpha_rows(runs),
     )
     plot_differences(os.path.join(args.out, "differences.png"), rows, iqm)
+    plot_budget_curves(os.path.join(args.out, "budget_curves.png"), points)
     plot_training_curves(os.path.join(args.out, "training_curves.png"), load_histories(args.root))
     for by_seed in runs.values():
         for by_wm in by_seed.values():
             for summary in by_wm.values():
                 shutil.copy2(summary["_path"], os.path.join(args.out, "summaries"))
+    for by_step in curves.values():
+        for by_seed in by_step.values():
+            for point in by_seed.values():
+                if "curve" in point:
+                    os.makedirs(os.path.join(args.out, "curves"), exist_ok=True)
+                    shutil.copy2(point["_path"], os.path.join(args.out, "curves"))
     print(
         f"[report] {len(rows)} dataset(s) -> {os.path.join(args.out, 'table.md')}, differences.png, training_curves.png"
     )
-    return {"rows": rows, "iqm": iqm, "n_runs": n_runs, "datasets": datasets, "notes": notes, "out": args.out}
+    return {
+        "rows": rows,
+        "iqm": iqm,
+        "n_runs": n_runs,
+        "datasets": datasets,
+        "notes": notes,
+        "curves": points,
+        "out": args.out,
+    }
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ PRESETS = {
     "smoke": {
         "rebrac_updates": 20,
         "rebrac_batch_size": 64,
-        "rebrac_eval_every": 20,
+        "rebrac_eval_every": 10,
         "rebrac_eval_episodes": 2,
         "rebrac_hidden_dim": 32,
         "dynamics_steps": 30,
@@ -87,18 +87,23 @@ PRESETS = {
         "tune_episodes": 2,
         "tune_max_steps": 10,
         "max_episode_steps": 10,
+        "rebrac_curve": [10, 20],
+        "dynamics_curve": [15, 30],
+        "meanflow_curve": [15, 30],
     },
+    # cpu: past the thresholds measured on hopper-medium-replay (ReBRAC ≥ 100k updates at batch 256, DDPM
+    # held-out RMSE ≈ 0.1 at 50k steps), fp32 (these CPUs have no bf16 units), one thread per stage.
     "cpu": {
-        "rebrac_updates": 25_000,
+        "rebrac_updates": 200_000,
         "rebrac_batch_size": 256,
-        "rebrac_eval_every": 5_000,
+        "rebrac_eval_every": 12_500,
         "rebrac_eval_episodes": 10,
         "rebrac_hidden_dim": 256,
-        "dynamics_steps": 15_000,
-        "reward_steps": 5_000,
-        "meanflow_steps": 8_000,
+        "dynamics_steps": 50_000,
+        "reward_steps": 30_000,
+        "meanflow_steps": 30_000,
         "wm_eval_every": 5_000,
-        "meanflow_eval_every": 4_000,
+        "meanflow_eval_every": 2_500,
         "wm_hidden_dim": 256,
         "wm_num_layers": 3,
         "diffusion_steps": 10,
@@ -107,8 +112,11 @@ PRESETS = {
         "inner_steps": 1,
         "episodes": 10,
         "tune_episodes": 3,
-        "tune_max_steps": 200,
+        "tune_max_steps": 0,
         "max_episode_steps": 0,
+        "rebrac_curve": [25_000, 50_000, 100_000, 200_000],
+        "dynamics_curve": [5_000, 15_000, 50_000],
+        "meanflow_curve": [2_500, 10_000, 30_000],
     },
     "paper": {
         "rebrac_updates": 1_000_000,
@@ -131,9 +139,59 @@ PRESETS = {
         "tune_episodes": 5,
         "tune_max_steps": 0,
         "max_episode_steps": 0,
+        "rebrac_curve": [100_000, 200_000, 500_000, 1_000_000],
+        "dynamics_curve": [20_000, 50_000, 200_000],
+        "meanflow_curve": [20_000, 50_000, 200_000],
     },
 }
-BUDGET_FIELDS = tuple(PRESETS["cpu"])
+# Budget curves: ITPO is paired against ReBRAC at each step of `rebrac_curve` (with the final world and
+# reward models), and run with the world model's snapshot at each step of its curve (with the final
+# ReBRAC). Curve field -> (stage, its budget field, its evaluation interval field).
+CURVE_FIELDS = {
+    "rebrac_curve": ("rebrac", "rebrac_updates", "rebrac_eval_every"),
+    "dynamics_curve": ("dynamics", "dynamics_steps", "wm_eval_every"),
+    "meanflow_curve": ("meanflow", "meanflow_steps", "meanflow_eval_every"),
+}
+BUDGET_FIELDS = tuple(k for k in PRESETS["cpu"] if k not in CURVE_FIELDS)
+
+# What each stage costs, measured on this project's 2-core AMD EPYC machines (fp32, one thread per stage,
+# two stages at once): the basis of the wall-time estimate printed at start. Other machines differ: the
+# estimate says what the preset asks for, not what your machine will take.
+RATES = {
+    "rebrac_updates_per_s": {256: 45.0, 1024: 17.0},  # batch -> updates/s
+    "dynamics_steps_per_s": 125.0,  # DDPM, K = 10, batch 256
+    "reward_steps_per_s": 300.0,
+    "meanflow_steps_per_s": 60.0,  # JVP: about 2× a DDPM step
+    "itpo_ms_per_env_step_m32": {"ddpm": 40.0, "meanflow": 13.0},  # 10 episodes in lockstep, H = 5, M = 32
+    "env_steps_per_episode": 1000,  # an upper bound: episodes that fall end sooner
+}
+
+
+def estimate_seconds(b: dict, n_pairs: int, world_models: list[str], n_alphas: int) -> dict:
+    """CPU-seconds per stage for the whole sweep at `RATES` (ITPO cost grows linearly with M and H·K)."""
+    per_batch = RATES["rebrac_updates_per_s"]
+    rebrac_rate = per_batch.get(b["rebrac_batch_size"]) or per_batch[256] * 256 / b["rebrac_batch_size"]
+    steps = lambda cut: cut or RATES["env_steps_per_episode"]  # noqa: E731
+    out = {
+        "rebrac": b["rebrac_updates"] / rebrac_rate,
+        "dynamics": b["dynamics_steps"] / RATES["dynamics_steps_per_s"] if "ddpm" in world_models else 0.0,
+        "reward": b["reward_steps"] / RATES["reward_steps_per_s"],
+        "meanflow": b["meanflow_steps"] / RATES["meanflow_steps_per_s"] if "meanflow" in world_models else 0.0,
+        "alpha_tuning": 0.0,
+        "evaluation": 0.0,
+        "curves": 0.0,
+    }
+    for wm in world_models:
+        ms = RATES["itpo_ms_per_env_step_m32"][wm] * b["particles"] / 32 * b["horizon"] / 5 * b["inner_steps"]
+        ms *= b["diffusion_steps"] / 10 if wm == "ddpm" else 1
+        episode = lambda n, cut: n * steps(cut) * ms / 1e3  # noqa: E731
+        out["alpha_tuning"] += n_alphas * episode(b["tune_episodes"], b["tune_max_steps"])
+        out["evaluation"] += episode(b["episodes"], b["max_episode_steps"])
+        points = len(b["rebrac_curve"]) - 1 + len(b[f"{WORLD_MODEL_STAGE[wm]}_curve"]) - 1
+        out["curves"] += points * episode(b["episodes"], b["max_episode_steps"])
+    return {k: v * n_pairs for k, v in out.items()}
+
+
 STEPS_PER_EPISODE_FIELDS = ("tune_max_steps", "max_episode_steps")  # may be 0 (= the env's limit)
 
 
@@ -213,6 +271,12 @@ class Args:
     """cut α-tuning episodes at this many steps (0: the env's limit)"""
     max_episode_steps: int | None = None
     """cut evaluation episodes at this many steps (0: the env's limit)"""
+    rebrac_curve: list[int] | None = None
+    """ReBRAC updates at which ITPO is paired against ReBRAC's snapshot (multiples of --rebrac-eval-every)"""
+    dynamics_curve: list[int] | None = None
+    """DDPM steps at which ITPO runs with the DDPM's snapshot (multiples of --wm-eval-every)"""
+    meanflow_curve: list[int] | None = None
+    """MeanFlow steps at which ITPO runs with MeanFlow's snapshot (multiples of --meanflow-eval-every)"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,10 +285,18 @@ class Args:
 def resolve(args: Args) -> tuple[dict, list[tuple[str, int]], str]:
     """(budgets, [(env_id, seed)], absolute root); exits with a one-line error on bad input."""
     budgets = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in PRESETS[args.preset].items()}
-    for k, v in budgets.items():
+    for k in BUDGET_FIELDS:
         low = 0 if k in STEPS_PER_EPISODE_FIELDS else 1
-        if not isinstance(v, int) or v < low:
-            sys.exit(f"error: --{k.replace('_', '-')} must be an integer ≥ {low}, not {v!r}")
+        if not isinstance(budgets[k], int) or budgets[k] < low:
+            sys.exit(f"error: --{k.replace('_', '-')} must be an integer ≥ {low}, not {budgets[k]!r}")
+    for k, (_, budget_field, every_field) in CURVE_FIELDS.items():
+        budget, every = budgets[budget_field], budgets[every_field]
+        if any(not isinstance(v, int) or v <= 0 or v > budget or v % every for v in budgets[k]):
+            sys.exit(
+                f"error: --{k.replace('_', '-')} takes steps in (0, {budget}] (--{budget_field.replace('_', '-')}) "
+                f"that are multiples of --{every_field.replace('_', '-')} ({every}), not {budgets[k]}"
+            )
+        budgets[k] = sorted(set(budgets[k]) | {budget})  # the final checkpoint is always the curve's last point
     pairs = [(e, s) for e in args.env_ids for s in args.seeds]
     for run in args.runs:
         env_id, _, seed = run.rpartition(":")
@@ -294,6 +366,19 @@ def checkpoint_step(path: str) -> int | None:
         return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
     except Exception:  # noqa: BLE001 - unreadable: not complete; the stage runs and its resume names the file
         return None
+
+
+def models_info(paths: dict) -> dict:
+    """What each checkpoint of an evaluation was: its path, step and held-out metrics (ReBRAC: its last
+    evaluation score) as the checkpoint recorded them."""
+    import torch
+
+    out = {}
+    for stage, path in paths.items():
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        metrics = {"score": ckpt.get("score")} if stage == "rebrac" else dict(ckpt.get("metrics", {}))
+        out[stage] = {"path": path, "step": int(ckpt["step"]), "metrics": plain(metrics)}
+    return out
 
 
 def seconds(s: float) -> str:
@@ -381,7 +466,12 @@ class Sweep:
                                 Node(env_id, seed, f"tune-{wm}-{alpha!r}", models, context={"wm": wm, "alpha": alpha})
                             ).id
                         )
-                self.add(Node(env_id, seed, f"itpo-{wm}", models + tunes, context={"wm": wm}))
+                final = self.add(Node(env_id, seed, f"itpo-{wm}", models + tunes, context={"wm": wm})).id
+                # budget curves: one stage at an earlier snapshot, the others final, α as chosen for `final`
+                for stage in ("rebrac", WORLD_MODEL_STAGE[wm]):
+                    for step in self.curve(stage)[:-1]:
+                        context = {"wm": wm, "vary": stage, "step": step}
+                        self.add(Node(env_id, seed, f"curve-{wm}-{stage}{step}", [*models, final], context=context))
 
     def add(self, node: Node) -> Node:
         self.nodes[node.id] = node
@@ -397,6 +487,9 @@ class Sweep:
     def summary_path(self, env_id, seed, wm) -> str:
         return os.path.join(self.root, "summaries", f"{env_id}_seed{seed}_{wm}.json")
 
+    def curve_path(self, env_id, seed, wm, stage, step) -> str:
+        return os.path.join(self.root, "curves", f"{env_id}_seed{seed}_{wm}_{stage}{step}.json")
+
     def failure_path(self, node: Node) -> str:
         seed = "" if node.seed is None else f"_seed{node.seed}"
         return os.path.join(self.root, "failures", f"{node.env_id}{seed}_{node.stage}.txt")
@@ -405,6 +498,15 @@ class Sweep:
         return os.path.join(self.root, "stage_times", f"{env_id}_seed{seed}.json")
 
     # -- what each stage asks for ------------------------------------------------------------
+    def curve(self, stage: str) -> list[int]:
+        """The steps of a stage's budget curve, ending at its budget ([budget] for the reward model)."""
+        field_name = f"{stage}_curve"
+        return self.b[field_name] if field_name in self.b else [self.budget(stage)]
+
+    def snapshot_every(self, stage: str) -> int:
+        """Keep a snapshot every gcd of the curve's earlier steps (0: no earlier step, no snapshot)."""
+        return math.gcd(*self.curve(stage)[:-1]) if len(self.curve(stage)) > 1 else 0
+
     def budget(self, stage: str) -> int:
         return {
             "rebrac": self.b["rebrac_updates"],
@@ -431,11 +533,16 @@ class Sweep:
                 eval_every=b["rebrac_eval_every"],
                 eval_episodes=b["rebrac_eval_episodes"],
                 checkpoint_every=b["rebrac_eval_every"],
+                snapshot_every=self.snapshot_every("rebrac"),
             )
         wm = dict(common, hidden_dim=b["wm_hidden_dim"], num_layers=b["wm_num_layers"])
         if stage == "dynamics":
             return dict(
-                wm, total_steps=b["dynamics_steps"], eval_every=b["wm_eval_every"], diffusion_steps=b["diffusion_steps"]
+                wm,
+                total_steps=b["dynamics_steps"],
+                eval_every=b["wm_eval_every"],
+                diffusion_steps=b["diffusion_steps"],
+                snapshot_every=self.snapshot_every("dynamics"),
             )
         if stage == "reward":
             return dict(wm, total_steps=b["reward_steps"], eval_every=b["wm_eval_every"])
@@ -443,15 +550,28 @@ class Sweep:
             wm,
             total_steps=b["meanflow_steps"],
             eval_every=b["meanflow_eval_every"],
+            snapshot_every=self.snapshot_every("meanflow"),
             rebrac_checkpoint=self.ckpt(env_id, "rebrac", seed),
             tilt_temperature=self.args.tilt_temperature,
         )
 
-    def itpo_kwargs(self, env_id: str, seed: int, wm: str, step_size: float, tuning: bool) -> dict:
+    def model_paths(self, env_id: str, seed: int, wm: str, vary: str | None = None, step: int | None = None) -> dict:
+        """{stage: checkpoint} of an ITPO run with world model `wm`: the final checkpoints, except the
+        `vary` stage's snapshot at `step` (a point of a budget curve)."""
+        stages = ("rebrac", WORLD_MODEL_STAGE[wm], "reward")
+        return {
+            s: checkpoint_path(env_id, s, seed, os.path.join(self.root, "checkpoints"), step if s == vary else None)
+            for s in stages
+        }
+
+    def itpo_kwargs(
+        self, env_id: str, seed: int, wm: str, step_size: float, tuning: bool, paths: dict | None = None, tag: str = ""
+    ) -> dict:
         b = self.b
+        paths = paths or self.model_paths(env_id, seed, wm)
         episodes, first = (b["tune_episodes"], self.args.tune_seed) if tuning else (b["episodes"], self.args.eval_seed)
         max_steps = b["tune_max_steps"] if tuning else b["max_episode_steps"]
-        name = f"sweep_{self.args.preset}_{env_id}_seed{seed}_{wm}" + (f"_tune{step_size!r}" if tuning else "")
+        name = f"sweep_{self.args.preset}_{env_id}_seed{seed}_{wm}{tag}" + (f"_tune{step_size!r}" if tuning else "")
         return {
             "env_id": env_id,
             "seed": seed,
@@ -464,20 +584,16 @@ class Sweep:
             "max_episode_steps": max_steps or None,
             "world_model": wm,
             "baseline": not tuning,
-            "rebrac_checkpoint": self.ckpt(env_id, "rebrac", seed),
-            "dynamics_checkpoint": self.ckpt(env_id, WORLD_MODEL_STAGE[wm], seed),
-            "reward_checkpoint": self.ckpt(env_id, "reward", seed),
+            "rebrac_checkpoint": paths["rebrac"],
+            "dynamics_checkpoint": paths[WORLD_MODEL_STAGE[wm]],
+            "reward_checkpoint": paths["reward"],
             "device": self.args.device,
             "run_name": name,
         }
 
-    def models_key(self, env_id: str, seed: int, wm: str) -> dict:
+    def models_key(self, paths: dict) -> dict:
         """Which checkpoints an evaluation used: step and content hash of each."""
-        out = {}
-        for stage in ("rebrac", WORLD_MODEL_STAGE[wm], "reward"):
-            path = self.ckpt(env_id, stage, seed)
-            out[stage] = {"step": checkpoint_step(path), "sha256": file_digest(path)}
-        return out
+        return {stage: {"step": checkpoint_step(path), "sha256": file_digest(path)} for stage, path in paths.items()}
 
     def eval_key(self, kwargs: dict, models: dict, alpha: dict | None = None) -> dict:
         itpo = {k: v for k, v in kwargs.items() if k not in ("device", "run_name")}
@@ -494,7 +610,8 @@ class Sweep:
             rec = read_json(self.tuning_path(env_id, seed, wm, alpha))
             scores[repr(alpha)] = rec["score"]
         finite = {a: s for a, s in zip(self.alphas, scores.values()) if s is not None and math.isfinite(s)}
-        chosen = max(finite, key=finite.get) if finite else self.alphas[0]  # ties: the first in grid order
+        best = max(finite.values()) if finite else None
+        chosen = min(a for a, s in finite.items() if s == best) if finite else min(self.alphas)  # ties: the smaller α
         return {
             "chosen": chosen,
             "fixed": False,
@@ -520,7 +637,9 @@ class Sweep:
             node.detail = f"resuming at step {step}" if step is not None else ""
             return (*STAGE_ENTRY[node.stage], self.stage_kwargs(env_id, seed, node.stage), True)
         wm = node.context["wm"]
-        models = self.models_key(env_id, seed, wm)
+        if node.stage.startswith("curve-"):
+            return self.prepare_curve(node)
+        models = self.models_key(self.model_paths(env_id, seed, wm))
         if node.stage.startswith("tune-"):
             kwargs = self.itpo_kwargs(env_id, seed, wm, node.context["alpha"], tuning=True)
             key = self.eval_key(kwargs, models)
@@ -537,6 +656,26 @@ class Sweep:
         old = read_json(self.summary_path(env_id, seed, wm))
         if old is not None and old.get("sweep_key") == key:
             node.status, node.detail = "skipped", f"summary with the same settings (α={alpha['chosen']!r})"
+            return None
+        node.detail = f"α={alpha['chosen']!r}"
+        return (*STAGE_ENTRY["itpo"], kwargs, True)
+
+    def prepare_curve(self, node: Node) -> tuple | None:
+        """A point of a budget curve: ITPO with one stage's snapshot, α as chosen for the final models."""
+        env_id, seed, (wm, vary, step) = node.env_id, node.seed, (node.context[k] for k in ("wm", "vary", "step"))
+        paths = self.model_paths(env_id, seed, wm, vary, step)
+        if not os.path.exists(paths[vary]):
+            raise RuntimeError(
+                f"no {vary} snapshot at step {step} ({paths[vary]}): its checkpoint was trained without "
+                f"--snapshot-every {self.snapshot_every(vary)}; delete {self.ckpt(env_id, vary, seed)} to retrain it"
+            )
+        alpha = self.alpha_record(env_id, seed, wm)
+        kwargs = self.itpo_kwargs(env_id, seed, wm, alpha["chosen"], tuning=False, paths=paths, tag=f"_{vary}{step}")
+        key = self.eval_key(kwargs, self.models_key(paths), alpha)
+        node.context.update(key=key, alpha=alpha, paths=paths)
+        old = read_json(self.curve_path(env_id, seed, wm, vary, step))
+        if old is not None and old.get("sweep_key") == key:
+            node.status, node.detail = "skipped", "curve point with the same settings on record"
             return None
         node.detail = f"α={alpha['chosen']!r}"
         return (*STAGE_ENTRY["itpo"], kwargs, True)
@@ -581,6 +720,22 @@ class Sweep:
                 {"key": node.context["key"], "score": score, "step_size": alpha, "itpo": result["itpo"]},
             )
             node.detail = f"tuning score {score:.1f}"
+        elif node.stage.startswith("curve-"):
+            wm, vary, step = (node.context[k] for k in ("wm", "vary", "step"))
+            summary = {
+                **result,
+                "alpha": node.context["alpha"],
+                "curve": {"vary": vary, "step": step},
+                "models": models_info(node.context["paths"]),
+                "budgets": {"preset": self.args.preset, **self.b},
+                "seconds": node.seconds,
+                "sweep_key": node.context["key"],
+            }
+            write_json(self.curve_path(env_id, seed, wm, vary, step), summary)
+            d = result.get("paired_difference", {})
+            node.detail = (
+                f"ITPO {result['itpo']['mean']:.1f}, ReBRAC {result['rebrac']['mean']:.1f}, Δ {d['mean']:+.1f}"
+            )
         elif node.stage.startswith("itpo-"):
             wm = node.context["wm"]
             times = read_json(self.times_path(env_id, seed)) or {}
@@ -591,6 +746,7 @@ class Sweep:
             summary = {
                 **result,
                 "alpha": node.context["alpha"],
+                "models": models_info(self.model_paths(env_id, seed, wm)),
                 "budgets": {"preset": self.args.preset, **self.b},
                 "stage_seconds": {
                     **{s: times.get(s) for s in stages},
@@ -719,6 +875,16 @@ def main(args: Args) -> dict:
     print(
         f"[sweep] preset {args.preset}: {len(pairs)} (dataset, seed) runs under {root}\n[sweep] budgets: "
         + ", ".join(f"{k}={v}" for k, v in budgets.items()),
+        flush=True,
+    )
+    n_alphas = 1 if args.step_size is not None else len(args.alpha_grid)
+    cost = estimate_seconds(budgets, len(pairs), args.world_models, n_alphas)
+    cpus = args.num_cpus or os.cpu_count() or 1
+    print(
+        f"[sweep] expected cost from scratch: {sum(cost.values()) / 3600:.1f} CPU-hours, about "
+        f"{sum(cost.values()) / 3600 / min(cpus, 2 * len(pairs)):.1f} h on {cpus} CPU(s) ("
+        + ", ".join(f"{k} {v / 3600:.1f}" for k, v in cost.items())
+        + " CPU-h; rates of a 2-core AMD EPYC, fp32, full-length episodes: an upper bound there)",
         flush=True,
     )
     sweep = Sweep(args, budgets, pairs, root)

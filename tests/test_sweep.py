@@ -40,6 +40,11 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
         "tune-meanflow-0.0005",
         "itpo-ddpm",
         "itpo-meanflow",
+        # budget curves: the ReBRAC snapshot at 10 of 20 updates, each world model's at 15 of 30 steps
+        "curve-ddpm-rebrac10",
+        "curve-meanflow-rebrac10",
+        "curve-ddpm-dynamics15",
+        "curve-meanflow-meanflow15",
     }
     assert set(stages.values()) == {"done"}
 
@@ -70,13 +75,33 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
         assert max(summary["itpo"]["lengths"]) <= 10
         assert summary["budgets"]["preset"] == "smoke" and summary["budgets"]["particles"] == 4
         assert summary["stage_seconds"]["rebrac"] > 0 and summary["stage_seconds"]["evaluation"] > 0
+    # Each curve point ran ITPO with the snapshot it names, the other models final, α as chosen for the final run.
+    for wm, vary, step in (("ddpm", "rebrac", 10), ("meanflow", "rebrac", 10), ("ddpm", "dynamics", 15)):
+        point = json.loads((root / "curves" / f"{env_id}_seed0_{wm}_{vary}{step}.json").read_text())
+        final = json.loads((root / "summaries" / f"{env_id}_seed0_{wm}.json").read_text())
+        assert point["curve"] == {"vary": vary, "step": step}
+        assert point["models"][vary]["step"] == step and final["models"][vary]["step"] == 2 * step
+        assert point["models"][vary]["path"].endswith(f"{vary}_seed0_step{step}.pt")
+        other = "reward"
+        assert point["models"][other] == final["models"][other]
+        assert point["settings"]["step_size"] == final["alpha"]["chosen"]
+        assert len(point["itpo"]["normalized_scores"]) == len(point["rebrac"]["normalized_scores"]) == 2
+        if vary != "rebrac":
+            assert point["models"][vary]["metrics"]["one_step_rmse"] > 0
     tuning = json.loads((root / "tuning" / f"{env_id}_seed0_ddpm_alpha5e-05.json").read_text())
     assert tuning["itpo"]["lengths"] and max(tuning["itpo"]["lengths"]) <= 10  # tuning episodes are cut
     results = root / "results"
     assert (results / "table.md").exists() and (results / "differences.png").stat().st_size > 0
     assert (results / "training_curves.png").stat().st_size > 0
+    assert (results / "budget_curves.png").stat().st_size > 0
     assert len(list((results / "summaries").glob("*.json"))) == 2
-    assert env_id in (results / "table.md").read_text()
+    assert len(list((results / "curves").glob("*.json"))) == 4
+    table = (results / "table.md").read_text()
+    assert env_id in table
+    curve_lines = [line for line in table.splitlines() if line.startswith(f"| {env_id} | ITPO-")]
+    # 2 points of ReBRAC's curve and 2 of the world model's, per world model
+    assert len(curve_lines) == 8, table
+    assert "## α tuning" in table and "5e-05: " in table
 
     # A rerun finds everything complete: nothing is trained, tuned or evaluated again.
     second = sweep.main(args)
@@ -103,6 +128,10 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
         "reward": "done",
         "itpo-ddpm": "done",
         "itpo-meanflow": "done",
+        "curve-ddpm-rebrac10": "done",
+        "curve-meanflow-rebrac10": "done",
+        "curve-ddpm-dynamics15": "done",
+        "curve-meanflow-meanflow15": "done",
     }
     history = torch.load(reward, map_location="cpu", weights_only=True)["history"]
     assert {"step": -1, "marker": 1.0} in history and history[-1]["step"] == 45
@@ -139,9 +168,11 @@ def test_presets_and_overrides():
             root="x",
         )
     )
-    assert budgets["rebrac_updates"] == 25_000 and budgets["rebrac_batch_size"] == 256
-    assert budgets["dynamics_steps"] == 15_000 and budgets["reward_steps"] == 5_000
-    assert budgets["meanflow_steps"] == 8_000 and budgets["particles"] == 64
+    assert budgets["rebrac_updates"] == 200_000 and budgets["rebrac_batch_size"] == 256
+    assert budgets["dynamics_steps"] == 50_000 and budgets["reward_steps"] == 30_000
+    assert budgets["meanflow_steps"] == 30_000 and budgets["particles"] == 64
+    assert budgets["rebrac_curve"] == [25_000, 50_000, 100_000, 200_000]
+    assert budgets["tune_max_steps"] == 0 and budgets["tune_episodes"] >= 3  # α on full episodes
     assert pairs == [
         ("hopper-medium-replay", 0),
         ("hopper-medium-replay", 1),
@@ -154,6 +185,24 @@ def test_presets_and_overrides():
     assert (paper["rebrac_updates"], paper["rebrac_batch_size"], paper["particles"]) == (1_000_000, 1024, 4096)
     with pytest.raises(SystemExit, match="env_id:seed"):
         sweep.resolve(sweep.Args(runs=["hopper-medium"]))
+    # curve points must be snapshots that exist: multiples of the evaluation interval, within the budget
+    for bad in ([30_000], [400_000], [0]):
+        with pytest.raises(SystemExit, match="--rebrac-curve"):
+            sweep.resolve(sweep.Args(env_ids=["hopper-medium"], rebrac_curve=bad))
+    budgets, _, _ = sweep.resolve(sweep.Args(env_ids=["hopper-medium"], rebrac_curve=[50_000], rebrac_updates=100_000))
+    assert budgets["rebrac_curve"] == [50_000, 100_000]  # the final checkpoint ends every curve
+    s = sweep.Sweep(sweep.Args(env_ids=["hopper-medium"]), *sweep.resolve(sweep.Args(env_ids=["hopper-medium"])))
+    assert s.snapshot_every("rebrac") == 25_000 and s.snapshot_every("dynamics") == 5_000
+    assert s.snapshot_every("reward") == 0
+
+
+def test_alpha_ties_keep_the_smaller_step_size(tmp_path):
+    args = sweep.Args(env_ids=["hopper-medium"], root=str(tmp_path), alpha_grid=[5e-4, 5e-6, 5e-5, 5e-7])
+    s = sweep.Sweep(args, *sweep.resolve(args))
+    for alpha, score in ((5e-4, 30.0), (5e-6, 42.0), (5e-5, 42.0), (5e-7, 41.9)):
+        sweep.write_json(s.tuning_path("hopper-medium", 0, "ddpm", alpha), {"score": score})
+    record = s.alpha_record("hopper-medium", 0, "ddpm")
+    assert record["chosen"] == 5e-6 and record["tuning_scores"]["5e-05"] == 42.0
     with pytest.raises(SystemExit, match="unknown dataset"):
         sweep.resolve(sweep.Args(env_ids=["hopper-mediocre"]))
 

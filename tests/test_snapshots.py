@@ -1,0 +1,75 @@
+"""--snapshot-every: the checkpoints kept along training, which the budget curves evaluate ITPO with."""
+
+import json
+
+import pytest
+import torch
+
+import common
+import rebrac
+import train_dynamics
+from test_cli import one_line_error, run
+
+
+def test_rebrac_snapshots_are_loadable_and_record_their_step(pipeline):
+    work, env_id = pipeline["work"], pipeline["env_id"]
+    cwd = work / "snapshots"
+    cwd.mkdir()
+    small = ["--env-id", env_id, "--hidden-dim", "16", "--batch-size", "8", "--eval-episodes", "1"]
+    result = run("rebrac.py", *small, "--total-updates", "6", "--eval-every", "2", "--snapshot-every", "4", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = cwd / common.checkpoint_path(env_id, "rebrac", 0)
+    snapshot = cwd / common.checkpoint_path(env_id, "rebrac", 0, step=4)
+    assert snapshot.name == "rebrac_seed0_step4.pt"
+    assert sorted(p.name for p in final.parent.glob("rebrac_seed0*")) == ["rebrac_seed0.pt", "rebrac_seed0_step4.pt"]
+    kept, last = (torch.load(p, map_location="cpu", weights_only=True) for p in (snapshot, final))
+    assert (kept["step"], last["step"]) == (4, 6)
+    assert [h["step"] for h in kept["history"]] == [2, 4]  # its own evaluation curve, up to its step
+    assert any(not torch.equal(kept["actor"][k], last["actor"][k]) for k in kept["actor"])
+
+    # itpo_eval loads a snapshot like any other ReBRAC checkpoint, and its summary says which one it used
+    result = run(
+        "itpo_eval.py",
+        "--env-id",
+        env_id,
+        "--particles",
+        "2",
+        "--episodes",
+        "1",
+        "--max-episode-steps",
+        "3",
+        "--rebrac-checkpoint",
+        str(snapshot),
+        "--dynamics-checkpoint",
+        pipeline["ckpt"]["dynamics"],
+        "--reward-checkpoint",
+        pipeline["ckpt"]["reward"],
+        "--run-name",
+        "snap",
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((cwd / "runs/snap/summary.json").read_text())
+    assert summary["settings"]["rebrac_checkpoint"] == str(snapshot)
+    actor, _, _ = rebrac.load_rebrac(str(snapshot), env_id)
+    assert all(torch.equal(v, kept["actor"][k]) for k, v in actor.state_dict().items())
+
+
+def test_world_model_snapshots_hold_the_metrics_of_their_step(pipeline, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = str(tmp_path / "dynamics.pt")
+    args = dict(env_id=pipeline["env_id"], diffusion_steps=2, hidden_dim=16, num_layers=1, holdout=10, device="cpu")
+    train_dynamics.main(train_dynamics.Args(**args, total_steps=6, eval_every=2, snapshot_every=2, checkpoint=path))
+    for step in (2, 4, 6):
+        ckpt = torch.load(common.snapshot_path(path, step), map_location="cpu", weights_only=True)
+        assert ckpt["step"] == step and ckpt["history"][-1]["step"] == step
+        assert ckpt["metrics"]["one_step_rmse"] == ckpt["history"][-1]["one_step_rmse"]
+    last = torch.load(path, map_location="cpu", weights_only=True)
+    snap = torch.load(common.snapshot_path(path, 6), map_location="cpu", weights_only=True)
+    assert all(torch.equal(last["model"][k], snap["model"][k]) for k in last["model"])
+
+
+@pytest.mark.parametrize("script", ["rebrac.py", "train_dynamics.py", "train_reward.py", "meanflow_onestep.py"])
+def test_a_snapshot_interval_off_the_evaluation_grid_is_refused(script):
+    line = one_line_error(run(script, "--eval-every", "10", "--snapshot-every", "15"))
+    assert "--snapshot-every" in line and "multiple of --eval-every" in line
