@@ -27,6 +27,8 @@ import math
 import os
 import re
 import shutil
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -583,41 +585,63 @@ def plot_training_curves(path: str, histories: dict) -> None:
 
 
 def main(args: Args) -> dict:
-    """Write the report; returns {"rows", "iqm", "n_runs", "datasets", "notes", "out"}."""
+    """Write the report; returns {"rows", "iqm", "n_runs", "datasets", "notes", "out"}.
+
+    Everything is written into a temporary folder inside --out first and moved over the old files
+    (os.replace) only once all of it is complete: a failed report leaves --out as it was."""
     runs = load_summaries(args.root)
-    os.makedirs(os.path.join(args.out, "summaries"), exist_ok=True)
+    if not runs:
+        sys.exit(
+            f"error: no summaries in {os.path.join(args.root, 'summaries')}/*.json: --root must be a sweep "
+            f"folder (benchmarks/sweep.py writes one); nothing written to {args.out}"
+        )
     rows = dataset_rows(runs, args.reps, args.confidence, args.seed)
     matrices, datasets, notes = aggregate_matrices(runs)
     curves = load_curves(args.root, runs)
     points = curve_rows(curves, args.reps, args.confidence, args.seed)
     iqm = iqm_table(matrices, args.reps, args.confidence, args.seed) if matrices else {}
     n_runs = next(iter(matrices.values())).shape[0] if matrices else 0
-    write_table(
-        os.path.join(args.out, "table.md"),
-        os.path.abspath(args.root),
-        rows,
-        iqm,
-        n_runs,
-        datasets,
-        notes,
-        header_lines(runs),
-        args.confidence,
-        points,
-        alpha_rows(runs),
-    )
-    plot_differences(os.path.join(args.out, "differences.png"), rows, iqm)
-    plot_budget_curves(os.path.join(args.out, "budget_curves.png"), points)
-    plot_training_curves(os.path.join(args.out, "training_curves.png"), load_histories(args.root))
-    for by_seed in runs.values():
-        for by_wm in by_seed.values():
-            for summary in by_wm.values():
-                shutil.copy2(summary["_path"], os.path.join(args.out, "summaries"))
-    for by_step in curves.values():
-        for by_seed in by_step.values():
-            for point in by_seed.values():
-                if "curve" in point:
-                    os.makedirs(os.path.join(args.out, "curves"), exist_ok=True)
-                    shutil.copy2(point["_path"], os.path.join(args.out, "curves"))
+    os.makedirs(args.out, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".report-", dir=args.out)  # same file system: os.replace is atomic
+    try:
+        write_table(
+            os.path.join(staging, "table.md"),
+            os.path.abspath(args.root),
+            rows,
+            iqm,
+            n_runs,
+            datasets,
+            notes,
+            header_lines(runs),
+            args.confidence,
+            points,
+            alpha_rows(runs),
+        )
+        plot_differences(os.path.join(staging, "differences.png"), rows, iqm)
+        plot_budget_curves(os.path.join(staging, "budget_curves.png"), points)
+        plot_training_curves(os.path.join(staging, "training_curves.png"), load_histories(args.root))
+        copies = {
+            "summaries": [s["_path"] for by_seed in runs.values() for by_wm in by_seed.values() for s in by_wm.values()]
+        }
+        copies["curves"] = [
+            p["_path"]
+            for by_step in curves.values()
+            for by_seed in by_step.values()
+            for p in by_seed.values()
+            if "curve" in p
+        ]
+        for folder, paths in copies.items():
+            os.makedirs(os.path.join(staging, folder))
+            for path in paths:
+                shutil.copy2(path, os.path.join(staging, folder))
+            if paths:
+                os.makedirs(os.path.join(args.out, folder), exist_ok=True)
+            for name in sorted(os.listdir(os.path.join(staging, folder))):
+                os.replace(os.path.join(staging, folder, name), os.path.join(args.out, folder, name))
+        for name in ("table.md", "differences.png", "budget_curves.png", "training_curves.png"):
+            os.replace(os.path.join(staging, name), os.path.join(args.out, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(
         f"[report] {len(rows)} dataset(s) -> {os.path.join(args.out, 'table.md')}, differences.png, training_curves.png"
     )
