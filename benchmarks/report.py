@@ -24,6 +24,8 @@ import math
 import os
 import re
 import shutil
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -426,30 +428,48 @@ def plot_training_curves(path: str, histories: dict) -> None:
 
 
 def main(args: Args) -> dict:
-    """Write the report; returns {"rows", "iqm", "n_runs", "datasets", "notes", "out"}."""
+    """Write the report; returns {"rows", "iqm", "n_runs", "datasets", "notes", "out"}.
+
+    Everything is written into a temporary folder inside --out first and moved over the old files
+    (os.replace) only once all of it is complete: a failed report leaves --out as it was."""
     runs = load_summaries(args.root)
-    os.makedirs(os.path.join(args.out, "summaries"), exist_ok=True)
+    if not runs:
+        sys.exit(
+            f"error: no summaries in {os.path.join(args.root, 'summaries')}/*.json: --root must be a sweep "
+            f"folder (benchmarks/sweep.py writes one); nothing written to {args.out}"
+        )
     rows = dataset_rows(runs, args.reps, args.confidence, args.seed)
     matrices, datasets, notes = aggregate_matrices(runs)
     iqm = iqm_table(matrices, args.reps, args.confidence, args.seed) if matrices else {}
     n_runs = next(iter(matrices.values())).shape[0] if matrices else 0
-    write_table(
-        os.path.join(args.out, "table.md"),
-        os.path.abspath(args.root),
-        rows,
-        iqm,
-        n_runs,
-        datasets,
-        notes,
-        header_lines(runs),
-        args.confidence,
-    )
-    plot_differences(os.path.join(args.out, "differences.png"), rows, iqm)
-    plot_training_curves(os.path.join(args.out, "training_curves.png"), load_histories(args.root))
-    for by_seed in runs.values():
-        for by_wm in by_seed.values():
-            for summary in by_wm.values():
-                shutil.copy2(summary["_path"], os.path.join(args.out, "summaries"))
+    os.makedirs(args.out, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".report-", dir=args.out)  # same file system: os.replace is atomic
+    try:
+        write_table(
+            os.path.join(staging, "table.md"),
+            os.path.abspath(args.root),
+            rows,
+            iqm,
+            n_runs,
+            datasets,
+            notes,
+            header_lines(runs),
+            args.confidence,
+        )
+        plot_differences(os.path.join(staging, "differences.png"), rows, iqm)
+        plot_training_curves(os.path.join(staging, "training_curves.png"), load_histories(args.root))
+        os.makedirs(os.path.join(staging, "summaries"))
+        for by_seed in runs.values():
+            for by_wm in by_seed.values():
+                for summary in by_wm.values():
+                    shutil.copy2(summary["_path"], os.path.join(staging, "summaries"))
+        os.makedirs(os.path.join(args.out, "summaries"), exist_ok=True)
+        for name in sorted(os.listdir(os.path.join(staging, "summaries"))):
+            os.replace(os.path.join(staging, "summaries", name), os.path.join(args.out, "summaries", name))
+        for name in ("table.md", "differences.png", "training_curves.png"):
+            os.replace(os.path.join(staging, name), os.path.join(args.out, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(
         f"[report] {len(rows)} dataset(s) -> {os.path.join(args.out, 'table.md')}, differences.png, training_curves.png"
     )
