@@ -7,9 +7,11 @@ dataset-making code (`collect_dataset.py`).
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -149,10 +151,8 @@ def make_eval_env_fn(env_id: str, dataset_id: str | None = None, dataset=None, v
     if env in MUJOCO_ENVS:
         return lambda **kw: make_env(env_id, **kw)
     if dataset is None:
-        import minari
-
         ids, source = resolve_dataset(env_id, dataset_id)
-        dataset = minari.load_dataset(ids[0], download=(source == "download"))
+        dataset = open_dataset(ids[0], env_id, source)
     import gymnasium_robotics
 
     gym.register_envs(gymnasium_robotics)
@@ -268,6 +268,52 @@ def resolve_dataset(env_id: str, dataset_id: str | None = None) -> tuple[list[st
     )
 
 
+def download_errors() -> tuple[type[Exception], ...]:
+    """What a failed download raises, and only that (a bug elsewhere keeps its traceback): ImportError
+    (huggingface_hub, minari[hf], missing), ValueError (Minari: no such dataset or version on the server),
+    OSError (no network, the hub's HTTP errors, offline mode, a full disk) and the HTTP client's own
+    errors, which are not OSErrors (huggingface_hub ≥ 1 uses httpx, ≥ 2 httpx2)."""
+    errors: list[type[Exception]] = [ImportError, ValueError, OSError]
+    for client in ("httpx", "httpx2"):
+        try:
+            errors.append(importlib.import_module(client).HTTPError)
+        except ImportError:
+            pass
+    return tuple(errors)
+
+
+def open_dataset(dataset_id: str, env_id: str, source: str):
+    """minari.load_dataset of one id, downloaded first (Minari's download, from its Hugging Face hub) when
+    it is not under MINARI_DATASETS_PATH. A local/ id that is missing, or a download that fails, exits
+    with one line: the dataset, the reason, and the collect_dataset.py command that makes it locally."""
+    import minari
+
+    folder = os.path.join(datasets_root(), dataset_id)
+    remake = f"make it locally with: {collect_command(env_id)}" + (
+        " and drop --dataset-id" if source == "explicit" else ""
+    )
+    if not os.path.exists(os.path.join(folder, "data")):
+        require(
+            not dataset_id.startswith("local/"),
+            f"dataset {dataset_id} is not under MINARI_DATASETS_PATH={datasets_root()}; {remake}",
+        )
+        existed = os.path.exists(folder)
+        try:
+            minari.download_dataset(dataset_id)
+        except Exception as err:
+            if not isinstance(err, download_errors()):
+                raise
+            if not existed:  # a half-downloaded folder would be taken for the dataset next time
+                shutil.rmtree(folder, ignore_errors=True)
+            reason = " ".join(str(err).split())[:300] or "no message"
+            sys.exit(
+                f"error: cannot download dataset {dataset_id} for {env_id} from Minari's server "
+                f"({type(err).__name__}: {reason}); {remake} "
+                f"(or set MINARI_DATASETS_PATH to a folder that holds {dataset_id})"
+            )
+    return minari.load_dataset(dataset_id)
+
+
 def episodes_to_arrays(episodes, observation_space: gym.Space) -> dict[str, np.ndarray]:
     """Minari episodes -> flat transition arrays. next_observations[i] is observations[i+1] of the
     same episode; terminals (the MDP ended) and timeouts (the episode was cut) are kept apart."""
@@ -290,12 +336,10 @@ def load_dataset(env_id: str, dataset_id: str | None = None, verbose: bool = Tru
     observations [N, obs_dim], actions [N, act_dim], rewards [N], next_observations [N, obs_dim],
     terminals [N], timeouts [N].
     """
-    import minari
-
     ids, source = resolve_dataset(env_id, dataset_id)
     if verbose:
         print(f"[data] {env_id} -> {' + '.join(ids)} ({source})")
-    datasets = [minari.load_dataset(i, download=(source == "download")) for i in ids]
+    datasets = [open_dataset(i, env_id, source) for i in ids]
     data = {}
     for ds in datasets:
         part = episodes_to_arrays(ds.iterate_episodes(), ds.observation_space)
