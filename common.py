@@ -292,26 +292,26 @@ def open_dataset(dataset_id: str, env_id: str, source: str):
     remake = f"make it locally with: {collect_command(env_id)}" + (
         " and drop --dataset-id" if source == "explicit" else ""
     )
-    if not os.path.exists(os.path.join(folder, "data")):
-        require(
-            not dataset_id.startswith("local/"),
-            f"dataset {dataset_id} is not under MINARI_DATASETS_PATH={datasets_root()}; {remake}",
+    if os.path.exists(os.path.join(folder, "data")):
+        return minari.load_dataset(dataset_id)
+    require(
+        not dataset_id.startswith("local/"),
+        f"dataset {dataset_id} is not under MINARI_DATASETS_PATH={datasets_root()}; {remake}",
+    )
+    existed = os.path.exists(folder)
+    try:
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as err:
+        if not isinstance(err, download_errors()):
+            raise
+        if not existed:  # a half-downloaded folder would be taken for the dataset next time
+            shutil.rmtree(folder, ignore_errors=True)
+        reason = " ".join(str(err).split())[:300] or "no message"
+        sys.exit(
+            f"error: cannot download dataset {dataset_id} for {env_id} from Minari's server "
+            f"({type(err).__name__}: {reason}); {remake} "
+            f"(or set MINARI_DATASETS_PATH to a folder that holds {dataset_id})"
         )
-        existed = os.path.exists(folder)
-        try:
-            minari.download_dataset(dataset_id)
-        except Exception as err:
-            if not isinstance(err, download_errors()):
-                raise
-            if not existed:  # a half-downloaded folder would be taken for the dataset next time
-                shutil.rmtree(folder, ignore_errors=True)
-            reason = " ".join(str(err).split())[:300] or "no message"
-            sys.exit(
-                f"error: cannot download dataset {dataset_id} for {env_id} from Minari's server "
-                f"({type(err).__name__}: {reason}); {remake} "
-                f"(or set MINARI_DATASETS_PATH to a folder that holds {dataset_id})"
-            )
-    return minari.load_dataset(dataset_id)
 
 
 def episodes_to_arrays(episodes, observation_space: gym.Space) -> dict[str, np.ndarray]:
