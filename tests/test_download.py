@@ -27,8 +27,6 @@ import minari.storage.hosting as hosting
 
 def download_dataset(dataset_id, force_download=False):
     source = os.path.join(os.environ["FAKE_MINARI_SERVER"], dataset_id)
-    if not os.path.isdir(source):
-        raise ValueError(f"Couldn't find any version for dataset {dataset_id} in the remote Farama server.")
     shutil.copytree(source, os.path.join(os.environ["MINARI_DATASETS_PATH"], dataset_id))
     print(f"[fake server] served {dataset_id}")
 
@@ -132,18 +130,19 @@ def test_offline_walker2d_is_one_line_naming_collect_dataset(tmp_path):
     assert not (datasets / "mujoco" / "walker2d" / "medium-v0").exists()
 
 
-def test_dataset_missing_from_the_server_through_the_shim(server, tmp_path):
-    """--dataset-id of a published-looking id the server does not hold: one line, the reason is Minari's."""
-    proc = run_script(
-        "rebrac.py",
-        ["--env-id", "antmaze-umaze", "--dataset-id", "D4RL/antmaze/nowhere-v1", "--device", "cpu"],
-        script_env(tmp_path, str(tmp_path / "datasets"), server),
-        tmp_path,
-    )
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    (line,) = [x for x in proc.stderr.splitlines() if x.strip()]
-    assert "D4RL/antmaze/nowhere-v1" in line and "Couldn't find any version" in line
-    assert "python collect_dataset.py --env antmaze-umaze and drop --dataset-id" in line
+def test_explicit_dataset_missing_from_the_server(tmp_path, monkeypatch):
+    """--dataset-id of a published-looking id the server does not hold: one line with Minari's reason."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+
+    def not_there(dataset_id, force_download=False):
+        raise ValueError(f"Couldn't find any version for dataset {dataset_id} in the remote Farama server.")
+
+    replace_download(monkeypatch, not_there)
+    with pytest.raises(SystemExit) as exit_info:
+        common.load_dataset("antmaze-umaze", "D4RL/antmaze/nowhere-v1")
+    message = str(exit_info.value.code)
+    assert "\n" not in message and "D4RL/antmaze/nowhere-v1" in message and "Couldn't find any version" in message
+    assert "python collect_dataset.py --env antmaze-umaze and drop --dataset-id" in message
 
 
 def hub_errors():
