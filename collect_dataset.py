@@ -49,6 +49,8 @@ from common import (
     make_env,
     normalized_score,
     require,
+    require_device,
+    require_positive,
     seed_everything,
 )
 
@@ -206,6 +208,26 @@ class Args:
     """AntMaze: std of the Gaussian noise added to the ant's actions while collecting (D4RL's and Minari's 0.2)"""
     antmaze_eval_episodes: int = 10
     """AntMaze: episodes from the start to the goal cell per maze that measure the behaviour's success rate"""
+
+    def __post_init__(self):
+        require_positive(
+            self,
+            "total_timesteps",
+            "snapshot_every",
+            "eval_episodes",
+            "transitions",
+            "ant_timesteps",
+            "ant_envs",
+            "antmaze_eval_episodes",
+        )
+        require(self.learning_starts >= 0, f"--learning-starts must be ≥ 0, not {self.learning_starts}")
+        require(self.action_noise >= 0, f"--action-noise must be ≥ 0, not {self.action_noise}")
+        require(
+            self.env.startswith("antmaze") or self.total_timesteps % self.snapshot_every == 0,
+            f"--total-timesteps ({self.total_timesteps}) must be a multiple of --snapshot-every "
+            f"({self.snapshot_every}): the last snapshot is the final (expert) policy",
+        )
+        require_device(self)
 
 
 def snapshot_callback(args: Args, work: str, progress: dict, writer, evaluate, total: int):
@@ -565,6 +587,7 @@ def collect_antmaze(args: Args) -> None:
         for kind in ANTMAZE_SETS[size]:
             dataset_id = f"local/antmaze/{kind}-v0"
             if dataset_id in minari.list_local_datasets():
+                print(f"[collect] {dataset_id} exists under {datasets_root()}: kept (delete it to remake it)")
                 continue
             episodes, stats[kind] = collect_antmaze_dataset(kind, model, args, seed=args.seed + len(stats) + 1)
             description = (
@@ -679,6 +702,7 @@ def main(args: Args) -> None:
     ):
         dataset_id = f"local/{args.env}/{kind}-v0"
         if dataset_id in minari.list_local_datasets():
+            print(f"[collect] {dataset_id} exists under {datasets_root()}: kept (delete it to remake it)")
             continue
         if kind in ("random", "medium", "expert"):
             if policy_path is None:

@@ -7,9 +7,11 @@ dataset-making code (`collect_dataset.py`).
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -92,6 +94,14 @@ def require_positive(args, *fields: str) -> None:
         )
 
 
+def require_device(args) -> None:
+    """--device cuda only where torch sees a CUDA device (else torch fails deep inside, with a traceback)."""
+    require(
+        not str(args.device).startswith("cuda") or torch.cuda.is_available(),
+        f"--device {args.device}: torch sees no CUDA device here; use --device cpu",
+    )
+
+
 def require_snapshot_every(args) -> None:
     """--snapshot-every: 0 (none) or a multiple of --eval-every, so that every snapshot records its evaluation."""
     n = args.snapshot_every
@@ -149,10 +159,8 @@ def make_eval_env_fn(env_id: str, dataset_id: str | None = None, dataset=None, v
     if env in MUJOCO_ENVS:
         return lambda **kw: make_env(env_id, **kw)
     if dataset is None:
-        import minari
-
         ids, source = resolve_dataset(env_id, dataset_id)
-        dataset = minari.load_dataset(ids[0], download=(source == "download"))
+        dataset = open_dataset(ids[0], env_id, source)
     import gymnasium_robotics
 
     gym.register_envs(gymnasium_robotics)
@@ -243,9 +251,9 @@ def published_dataset_ids(env_id: str) -> list[str]:
 
 
 def collect_command(env_id: str) -> str:
-    """The command that makes the local dataset of a D4RL name."""
+    """The command that makes the local dataset of a D4RL name (AntMaze: the maze's two sets)."""
     env, _ = parse_env_id(env_id)
-    return f"python collect_dataset.py --env {env if env != 'antmaze' else env_id}"
+    return f"python collect_dataset.py --env {env if env != 'antmaze' else 'antmaze-' + antmaze_size(env_id)}"
 
 
 def resolve_dataset(env_id: str, dataset_id: str | None = None) -> tuple[list[str], str]:
@@ -266,6 +274,52 @@ def resolve_dataset(env_id: str, dataset_id: str | None = None) -> tuple[list[st
         f"and Minari publishes none; make it with: {collect_command(env_id)} "
         f"(or point MINARI_DATASETS_PATH to the folder where you made it)"
     )
+
+
+def download_errors() -> tuple[type[Exception], ...]:
+    """What a failed download raises, and only that (a bug elsewhere keeps its traceback): ImportError
+    (huggingface_hub, minari[hf], missing), ValueError (Minari: no such dataset or version on the server),
+    OSError (no network, the hub's HTTP errors, offline mode, a full disk) and the HTTP client's own
+    errors, which are not OSErrors (huggingface_hub ≥ 1 uses httpx, ≥ 2 httpx2)."""
+    errors: list[type[Exception]] = [ImportError, ValueError, OSError]
+    for client in ("httpx", "httpx2"):
+        try:
+            errors.append(importlib.import_module(client).HTTPError)
+        except ImportError:
+            pass
+    return tuple(errors)
+
+
+def open_dataset(dataset_id: str, env_id: str, source: str):
+    """minari.load_dataset of one id, downloaded first (Minari's download, from its Hugging Face hub) when
+    it is not under MINARI_DATASETS_PATH. A local/ id that is missing, or a download that fails, exits
+    with one line: the dataset, the reason, and the collect_dataset.py command that makes it locally."""
+    import minari
+
+    folder = os.path.join(datasets_root(), dataset_id)
+    remake = f"make it locally with: {collect_command(env_id)}" + (
+        " and drop --dataset-id" if source == "explicit" else ""
+    )
+    if os.path.exists(os.path.join(folder, "data")):
+        return minari.load_dataset(dataset_id)
+    require(
+        not dataset_id.startswith("local/"),
+        f"dataset {dataset_id} is not under MINARI_DATASETS_PATH={datasets_root()}; {remake}",
+    )
+    existed = os.path.exists(folder)
+    try:
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as err:
+        if not isinstance(err, download_errors()):
+            raise
+        if not existed:  # a half-downloaded folder would be taken for the dataset next time
+            shutil.rmtree(folder, ignore_errors=True)
+        reason = " ".join(str(err).split())[:300] or "no message"
+        sys.exit(
+            f"error: cannot download dataset {dataset_id} for {env_id} from Minari's server "
+            f"({type(err).__name__}: {reason}); {remake} "
+            f"(or set MINARI_DATASETS_PATH to a folder that holds {dataset_id})"
+        )
 
 
 def episodes_to_arrays(episodes, observation_space: gym.Space) -> dict[str, np.ndarray]:
@@ -290,12 +344,10 @@ def load_dataset(env_id: str, dataset_id: str | None = None, verbose: bool = Tru
     observations [N, obs_dim], actions [N, act_dim], rewards [N], next_observations [N, obs_dim],
     terminals [N], timeouts [N].
     """
-    import minari
-
     ids, source = resolve_dataset(env_id, dataset_id)
     if verbose:
         print(f"[data] {env_id} -> {' + '.join(ids)} ({source})")
-    datasets = [minari.load_dataset(i, download=(source == "download")) for i in ids]
+    datasets = [open_dataset(i, env_id, source) for i in ids]
     data = {}
     for ds in datasets:
         part = episodes_to_arrays(ds.iterate_episodes(), ds.observation_space)
@@ -378,6 +430,11 @@ def load_checkpoint(path: str, env_id: str, stage: str, seed: int = 0) -> dict:
             f"error: {path} was trained on {found!r}, not {env_id!r}. "
             f"Point to the right file or make one with: {remake}"
         )
+    if ckpt.get("stage", stage) != stage:  # checkpoints written before the stage was saved pass
+        sys.exit(
+            f"error: {path} is a {ckpt['stage']} checkpoint, not a {stage} one. "
+            f"Point to the right file or make one with: {remake}"
+        )
     return ckpt
 
 
@@ -387,6 +444,33 @@ def resume_checkpoint(path: str, env_id: str, stage: str, seed: int) -> dict | N
         print(f"[{stage}] --resume: no checkpoint at {path}; starting from scratch")
         return None
     return load_checkpoint(path, env_id, stage, seed)
+
+
+# Flags that --resume may change: budgets, bookkeeping, paths, device. Any other one would be ignored
+# (the optimiser's saved state keeps its learning rate) or would not load (another network size).
+RESUME_MAY_CHANGE = ("resume", "checkpoint", "device", "compile", "eval_every", "snapshot_every")
+
+
+def check_resume(ckpt: dict, path: str, args, total_field: str, may_change: tuple[str, ...] = ()) -> bool:
+    """For --resume: refuse a checkpoint trained with other settings, or already past --<total_field>.
+    Returns whether any training is left (False: the checkpoint is already at the requested step)."""
+    saved, asked = ckpt.get("args", {}), asdict(args)
+    allowed = {*RESUME_MAY_CHANGE, total_field, *may_change}
+    changed = [k for k in asked if k not in allowed and k in saved and saved[k] != asked[k]]
+    flag = lambda k: "--" + k.replace("_", "-")  # noqa: E731
+    require(
+        not changed,
+        f"--resume: {path} was trained with "
+        + ", ".join(f"{flag(k)} {saved[k]} (this run: {asked[k]})" for k in changed)
+        + "; resume with its settings, or drop --resume (or pass another --checkpoint) to start anew",
+    )
+    total = asked[total_field]
+    require(
+        ckpt["step"] <= total,
+        f"--resume: {path} is already at step {ckpt['step']}, past {flag(total_field)} {total}; "
+        f"raise {flag(total_field)} or drop --resume",
+    )
+    return ckpt["step"] < total
 
 
 def save_rng_state(device: str) -> dict:
@@ -531,7 +615,14 @@ def prepare(args, stage: str):
     seed_everything(args.seed)
     path = args.checkpoint or checkpoint_path(args.env_id, stage, args.seed)
     data, _, _ = load_dataset(args.env_id, args.dataset_id)
-    train, held_out = split_holdout(data, min(args.holdout, len(data["rewards"]) // 5), args.seed)
+    holdout = min(args.holdout, len(data["rewards"]) // 5)
+    require(holdout > 0, f"{args.env_id}: {len(data['rewards'])} transitions are too few to hold any out")
+    if holdout < args.holdout:
+        print(
+            f"[{stage}] --holdout {args.holdout} is over a fifth of the {len(data['rewards'])} transitions: "
+            f"holding out {holdout}"
+        )
+    train, held_out = split_holdout(data, holdout, args.seed)
     return to_tensors(train, args.device), to_tensors(held_out, args.device), path
 
 
@@ -562,6 +653,9 @@ def fit(
         )
     start, history = 0, []  # history: the held-out metrics at each evaluation, kept in the checkpoint
     ckpt = resume_checkpoint(path, args.env_id, stage, args.seed) if args.resume else None
+    if ckpt is not None and not check_resume(ckpt, path, args, "total_steps", ("rebrac_checkpoint",)):
+        print(f"[{stage}] {path} is already at step {ckpt['step']} of {args.total_steps}: nothing to train")
+        return ckpt.get("metrics", {})
     if ckpt is not None:
         model.load_state_dict(ckpt.get("raw_model", ckpt["model"]))
         if ema is not None:
@@ -589,6 +683,7 @@ def fit(
                 "opt": opt.state_dict(),
                 "step": step,
                 "env_id": args.env_id,
+                "stage": stage,
                 "args": plain_args,
                 "metrics": metrics,
                 "history": history,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -292,7 +293,8 @@ class ITPOAgent:
 # ---------------------------------------------------------------------------------------------
 def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: str) -> dict:
     """Run the episodes with `agent` in the dataset's evaluation env (`make_eval_env_fn`); per-episode returns
-    and scores, wall seconds per step, and the env they ran in."""
+    and scores, wall seconds per step, the episode limit that applied ("episode_limit") and the env they
+    ran in ("env", whose max_episode_steps is the env's own limit)."""
     seeds = list(range(args.eval_seed, args.eval_seed + args.episodes))
     make_env = make_eval_env_fn(args.env_id, args.dataset_id, verbose=tag == "itpo")
     agent.reset(torch.ones(args.episodes, dtype=torch.bool, device=args.device))  # a new episode: pretrained ψ
@@ -310,6 +312,8 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
     result = run_episodes(make_env, args.env_id, seeds, agent, args.max_episode_steps, on_step, progress=tag)
     wall = time.time() - t0
     scores = normalized_score(args.env_id, result["outcomes"])
+    env_limit = result["env"]["max_episode_steps"]  # the env's own limit (its TimeLimit)
+    cuts = [n for n in (args.max_episode_steps, env_limit) if n]
     summary = {
         "returns": result["returns"],
         "lengths": result["lengths"],
@@ -322,7 +326,10 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
         "seconds_per_step": wall / max(counter["t"], 1),
         "seconds_per_env_step": wall / max(sum(result["lengths"]), 1),
         "skipped_updates": int(agent.skipped),
-        "env": result["env"],  # id, max_episode_steps and, for AntMaze, the maze with its start and goal cells
+        # the limit the episodes ran under: --max-episode-steps where it is below the env's own
+        "episode_limit": min(cuts) if cuts else None,
+        # the env as built: id, its own max_episode_steps and, for AntMaze, the maze with its start and goal cells
+        "env": result["env"],
     }
     if args.env_id.startswith("antmaze"):
         print(
@@ -332,12 +339,23 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
     print(
         f"[{tag}] normalised score {summary['mean']:.1f} ± {summary['std']:.1f} over {args.episodes} episodes; "
         f"{summary['seconds_per_env_step'] * 1e3:.1f} ms per env step; {summary['skipped_updates']} skipped "
-        f"(non-finite) updates"
+        f"(non-finite) updates; episodes of at most {summary['episode_limit']} steps"
+        + (
+            f" (cut by --max-episode-steps; the env's own limit is {env_limit})"
+            if summary["episode_limit"] != env_limit
+            else ""
+        )
     )
     return summary
 
 
 def main(args: Args) -> dict:
+    require(
+        args.dataset_id is None or args.env_id.startswith("antmaze"),
+        f"--dataset-id chooses the evaluation env of AntMaze datasets only; {args.env_id} is evaluated in its "
+        f"MuJoCo env whatever the dataset: drop --dataset-id",
+    )
+    require(args.eval_seed >= 0, f"--eval-seed must be ≥ 0 (gymnasium's seeds are), not {args.eval_seed}")
     seed_everything(args.seed)
     actor, critic, world, reward, rebrac_args = load_models(args)
     gamma = args.gamma if args.gamma is not None else rebrac_args["gamma"]
@@ -359,8 +377,9 @@ def main(args: Args) -> dict:
         diff = np.array(summary["itpo"]["normalized_scores"]) - np.array(summary["rebrac"]["normalized_scores"])
         summary["paired_difference"] = {"mean": float(diff.mean()), "std": float(diff.std())}
         print(f"[itpo] ITPO − ReBRAC on the same seeds: {diff.mean():+.1f} ± {diff.std():.1f}")
-    with open(f"runs/{run_name}/summary.json", "w") as f:
+    with open(f"runs/{run_name}/summary.json.tmp", "w") as f:  # then renamed: never a half-written summary
         json.dump(summary, f, indent=2)
+    os.replace(f"runs/{run_name}/summary.json.tmp", f"runs/{run_name}/summary.json")
     print(f"[itpo] summary: runs/{run_name}/summary.json")
     writer.close()
     bad = [m for m in ("itpo", "rebrac") if m in summary and not np.isfinite(summary[m]["normalized_scores"]).all()]

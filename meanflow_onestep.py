@@ -40,6 +40,7 @@ from common import (
     parse_env_id,
     prepare,
     require,
+    require_device,
     require_positive,
     require_snapshot_every,
     time_embedding,
@@ -108,10 +109,12 @@ class Args:
             "batch_size",
             "lr",
             "eval_every",
+            "holdout",
             "logit_normal_std",
             "adaptive_c",
         )
         require_snapshot_every(self)
+        require_device(self)
         require(
             self.tilt_temperature > 0,
             f"--tilt-temperature must be positive (inf: no tilt), not {self.tilt_temperature}",

@@ -24,11 +24,14 @@ from tqdm import tqdm
 
 from common import (
     atomic_torch_save,
+    check_resume,
     checkpoint_path,
     load_checkpoint,
     load_dataset,
     load_rng_state,
     parse_env_id,
+    require,
+    require_device,
     require_positive,
     require_snapshot_every,
     resume_checkpoint,
@@ -141,8 +144,14 @@ class Args:
             "eval_episodes",
             "checkpoint_every",
             "policy_freq",
+            "reward_scale",
         )
         require_snapshot_every(self)
+        require_device(self)
+        for name in ("gamma", "tau"):
+            value = getattr(self, name)
+            require(value is None or 0 < value <= 1, f"--{name} must be in (0, 1], not {value}")
+        require(self.eval_seed >= 0, f"--eval-seed must be ≥ 0 (gymnasium's seeds are), not {self.eval_seed}")
 
 
 def resolve_args(args: Args) -> Args:
@@ -338,6 +347,12 @@ def train(args: Args) -> dict:
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
     start, history = 0, []  # history: the evaluation curve, [{"step", "score"}], kept in the checkpoint
     ckpt = resume_checkpoint(args.checkpoint, args.env_id, "rebrac", args.seed) if args.resume else None
+    may_change = ("eval_episodes", "eval_seed", "checkpoint_every")  # the evaluation and saving, not the training
+    if ckpt is not None and not check_resume(ckpt, args.checkpoint, args, "total_updates", may_change):
+        print(
+            f"[rebrac] {args.checkpoint} is already at update {ckpt['step']} of {args.total_updates}: nothing to train"
+        )
+        return {"score": ckpt["score"], "updates": 0, "seconds": 0.0}
     if ckpt is not None:
         for module, key in (
             (actor, "actor"),
@@ -395,6 +410,7 @@ def train(args: Args) -> dict:
                 "step": step,
                 "args": asdict(args),
                 "env_id": args.env_id,
+                "stage": "rebrac",
                 "obs_dim": obs_dim,
                 "act_dim": act_dim,
                 "rng_state": save_rng_state(args.device),

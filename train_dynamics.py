@@ -31,6 +31,7 @@ from common import (
     one_step_rmse,
     parse_env_id,
     prepare,
+    require_device,
     require_positive,
     require_snapshot_every,
     time_embedding,
@@ -74,9 +75,18 @@ class Args:
     def __post_init__(self):
         parse_env_id(self.env_id)
         require_positive(
-            self, "diffusion_steps", "hidden_dim", "num_layers", "total_steps", "batch_size", "lr", "eval_every"
+            self,
+            "diffusion_steps",
+            "hidden_dim",
+            "num_layers",
+            "total_steps",
+            "batch_size",
+            "lr",
+            "eval_every",
+            "holdout",
         )
         require_snapshot_every(self)
+        require_device(self)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from common import (
     mlp,
     parse_env_id,
     prepare,
+    require_device,
     require_positive,
     require_snapshot_every,
 )
@@ -67,8 +68,9 @@ class Args:
 
     def __post_init__(self):
         parse_env_id(self.env_id)
-        require_positive(self, "hidden_dim", "num_layers", "total_steps", "batch_size", "lr", "eval_every")
+        require_positive(self, "hidden_dim", "num_layers", "total_steps", "batch_size", "lr", "eval_every", "holdout")
         require_snapshot_every(self)
+        require_device(self)
 
 
 class RewardModel(nn.Module):

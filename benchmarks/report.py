@@ -54,6 +54,10 @@ class Args:
     seed: int = 0
     """RNG seed of the bootstraps (fixed: the same summaries give the same table)"""
 
+    def __post_init__(self):
+        if self.reps < 1 or not 0 < self.confidence < 1:
+            sys.exit(f"error: --reps must be ≥ 1 and --confidence in (0, 1), not {self.reps} and {self.confidence}")
+
 
 # ---------------------------------------------------------------------------------------------
 # Statistics
@@ -115,11 +119,15 @@ def load_summaries(root: str) -> dict[str, dict[int, dict[str, dict]]]:
     """{env_id: {seed: {world model: summary}}} from <root>/summaries/*.json."""
     runs: dict = {}
     for path in sorted(glob.glob(os.path.join(root, "summaries", "*.json"))):
-        with open(path) as f:
-            summary = json.load(f)
-        s = summary["settings"]
+        try:
+            with open(path) as f:
+                summary = json.load(f)
+            s = summary["settings"]
+            env_id, seed, wm = s["env_id"], int(s["seed"]), s["world_model"]
+        except (OSError, ValueError, KeyError, TypeError) as err:  # half-written, foreign or hand-edited
+            sys.exit(f"error: {path} is not an itpo_eval.py summary ({type(err).__name__}: {err}); move it away")
         summary["_path"] = path
-        runs.setdefault(s["env_id"], {}).setdefault(int(s["seed"]), {})[s["world_model"]] = summary
+        runs.setdefault(env_id, {}).setdefault(seed, {})[wm] = summary
     return runs
 
 
@@ -445,7 +453,7 @@ def plot_differences(path: str, rows: list[dict], iqm: dict) -> None:
     ax1.set_xticks(x, [r["env_id"] for r in rows], rotation=20, ha="right")
     ax1.set_ylabel("ITPO − ReBRAC (normalised score)")
     ax1.set_title("Paired difference per dataset (95 % bootstrap interval)")
-    if rows:
+    if ax1.get_legend_handles_labels()[0]:  # no paired difference (no baseline): no legend to draw
         ax1.legend()
     algos = list(iqm)
     for i, a in enumerate(algos):

@@ -905,8 +905,8 @@ def main(args: Args) -> dict:
 
         try:
             report.main(report.Args(root=root, out=args.out or os.path.join(root, "results")))
-        except Exception:  # noqa: BLE001 - the stages' results stand without the report
-            print(f"[sweep] the report failed:\n{traceback.format_exc()}")
+        except (Exception, SystemExit):  # noqa: BLE001 - the stages' results stand without the report (it exits with one line on bad input)
+            print(f"[sweep] the report failed:\n{traceback.format_exc(limit=-1)}")
     return {
         "statuses": {n.id: n.status for n in sweep.nodes.values()},
         "failed": [n.id for n in failed],

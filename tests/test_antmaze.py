@@ -150,19 +150,20 @@ def run_stages(env_id: str, dataset_id: str | None, **itpo_kwargs):
     return ckpt, summary
 
 
-def test_published_dataset_is_evaluated_in_its_own_eval_env(tmp_path, monkeypatch, capsys):
+# The published AntMaze shape, rebuilt small: THEIR_UMAZE is its evaluation maze (goal cell (3, 1), 40 steps)
+THEIR_UMAZE = [[1, 1, 1, 1, 1], [1, 0, 0, "r", 1], [1, 0, 1, 1, 1], [1, "g", 0, 0, 1], [1, 1, 1, 1, 1]]
+
+
+def build_published_umaze() -> None:
     """A tiny dataset built to the published D4RL/antmaze/umaze-v1's structure (AntMaze_UMaze-v4, dict
-    observations, infos, an eval_env_spec), whose evaluation env differs from ours in goal cell and limit:
-    ReBRAC's and ITPO's evaluations run in the dataset's env, not in common.make_env's."""
+    observations, infos, an eval_env_spec), whose evaluation env (THEIR_UMAZE, 40 steps) differs from
+    ours in goal cell and limit; written under the current MINARI_DATASETS_PATH."""
     import gymnasium_robotics
     from minari.data_collector import EpisodeBuffer
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
     gym.register_envs(gymnasium_robotics)
-    theirs = [[1, 1, 1, 1, 1], [1, 0, 0, "r", 1], [1, 0, 1, 1, 1], [1, "g", 0, 0, 1], [1, 1, 1, 1, 1]]
     eval_env = gym.make(
-        "AntMaze_UMaze-v4", maze_map=theirs, continuing_task=True, reset_target=False, max_episode_steps=40
+        "AntMaze_UMaze-v4", maze_map=THEIR_UMAZE, continuing_task=True, reset_target=False, max_episode_steps=40
     )
     data_env = gym.make("AntMaze_UMaze-v4", continuing_task=True, reset_target=False)  # U_MAZE, as Minari's umaze
     data_env.action_space.seed(0)
@@ -217,6 +218,15 @@ def test_published_dataset_is_evaluated_in_its_own_eval_env(tmp_path, monkeypatc
         ref_min_score=0.0,
         ref_max_score=1.0,
     )
+
+
+def test_published_dataset_is_evaluated_in_its_own_eval_env(tmp_path, monkeypatch, capsys):
+    """On the published shape (build_published_umaze): ReBRAC's and ITPO's evaluations run in the
+    dataset's env, not in common.make_env's."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    build_published_umaze()
+    theirs = THEIR_UMAZE
 
     ckpt, summary = run_stages("antmaze-umaze", "D4RL/antmaze/umaze-v1")
     out = capsys.readouterr().out

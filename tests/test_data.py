@@ -43,7 +43,7 @@ def test_resolution_order(tmp_path, monkeypatch):
 
 
 def test_download_path_asks_minari_to_download(tmp_path, monkeypatch):
-    """Without a network we can only check that the published id is requested with download=True."""
+    """The published id is requested with download=True; a failure is one line (tests/test_download.py)."""
     import minari
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
@@ -54,7 +54,7 @@ def test_download_path_asks_minari_to_download(tmp_path, monkeypatch):
         raise ConnectionError("no network in tests")
 
     monkeypatch.setattr(minari, "load_dataset", fake_load)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(SystemExit, match="ConnectionError: no network in tests"):
         common.load_dataset("halfcheetah-expert", verbose=False)
     assert calls == [("mujoco/halfcheetah/expert-v0", True)]
 

@@ -90,3 +90,25 @@ def test_a_complete_report_replaces_the_files(sweep_root, results_copy):
     # the same files, replaced in place (and the budget-curve figure where results/ predates it); no staging left
     assert set(before) <= set(after) <= set(before) | {"budget_curves.png"}
     assert not [name for name in os.listdir(out) if name.startswith(".report-")]
+
+
+def test_a_broken_summary_is_one_line_and_writes_nothing(sweep_root, results_copy):
+    """A half-written summary (a sweep still running) is named, not a traceback, and not skipped."""
+    out, before = results_copy
+    (sweep_root / "summaries" / "hopper-expert_seed0_ddpm.json").write_text('{"settings": {"env_id": "hop')
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "report.py"), "--root", str(sweep_root), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "hopper-expert_seed0_ddpm.json is not an itpo_eval.py summary" in line
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("flags", [["--reps", "0"], ["--confidence", "95"]])
+def test_meaningless_interval_settings_are_refused(flags):
+    with pytest.raises(SystemExit, match="error: --reps must be ≥ 1 and --confidence in"):
+        report.tyro.cli(report.Args, args=flags)
