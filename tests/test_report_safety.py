@@ -29,7 +29,7 @@ def snapshot(folder) -> dict[str, bytes]:
 def results_copy(tmp_path):
     """A copy of the committed results/ folder, and its byte snapshot."""
     out = tmp_path / "results"
-    shutil.copytree(os.path.join(ROOT, "results"), out)
+    shutil.copytree(os.path.join(ROOT, "results", "cpu-25k"), out)
     return out, snapshot(out)
 
 
@@ -37,7 +37,7 @@ def results_copy(tmp_path):
 def sweep_root(tmp_path):
     """A sweep root holding the committed hopper summaries (no checkpoints: no curves)."""
     root = tmp_path / "sweep"
-    shutil.copytree(os.path.join(ROOT, "results", "summaries"), root / "summaries")
+    shutil.copytree(os.path.join(ROOT, "results", "cpu-25k", "summaries"), root / "summaries")
     return root
 
 
@@ -78,7 +78,7 @@ def test_a_report_that_fails_half_way_replaces_nothing(sweep_root, results_copy,
     with pytest.raises(RuntimeError, match="planted"):
         report.main(report.Args(root=str(sweep_root), out=str(out), reps=200))
     assert snapshot(out) == before  # table.md and differences.png were written, but only to the staging folder
-    assert sorted(os.listdir(out)) == sorted(os.listdir(os.path.join(ROOT, "results")))  # no staging left
+    assert sorted(os.listdir(out)) == sorted(os.listdir(os.path.join(ROOT, "results", "cpu-25k")))  # no staging left
 
 
 def test_a_complete_report_replaces_the_files(sweep_root, results_copy):
