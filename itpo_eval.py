@@ -164,8 +164,8 @@ def imagine_rollout(
     imagined rewards and the terminal value Q_φ are in the same units.
 
     `precision` bf16 runs only the world model f_θ under autocast — where nearly all the work is
-    (H·K denoiser passes against H + 1 of π_ψ and r_ξ and one of Q_φ); a world model is expected to
-    return fp32, as ours do by casting their network's output back.
+    (H·K denoiser passes against H + 1 of π_ψ and r_ξ and one of Q_φ); its output returns to fp32
+    (ours already cast their network's output back, so their samplers' arithmetic is fp32 too).
 
     The imagined episode may end (hopper and walker2d fall): w_j = Π_{i<j} (1 − p_done(s̃_i, ã_i))
     weights the reward of step j and the terminal value, so a fall earns nothing after it."""
@@ -180,7 +180,7 @@ def imagine_rollout(
         if done_logit is not None:
             alive = alive * (1 - torch.sigmoid(done_logit))
         with autocast(precision, s0.device):
-            s = world.f(s, a, eps[:, :, j])  # s̃_{j+1} = f_θ(s̃_j, ã_j, ε_j)
+            s = world.f(s, a, eps[:, :, j]).to(s0.dtype)  # s̃_{j+1} = f_θ(s̃_j, ã_j, ε_j)
     q = critic(s, policy(params, s)).min(0).values  # min_i Q_φ,i(s̃_H, π_ψ(s̃_H))
     return (ret + gamma**horizon * alive * q).mean(-1)
 
