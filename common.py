@@ -7,14 +7,17 @@ dataset-making code (`collect_dataset.py`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
+import platform
 import random
 import shutil
 import sys
 import time
 from dataclasses import asdict
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -448,7 +451,7 @@ def resume_checkpoint(path: str, env_id: str, stage: str, seed: int) -> dict | N
 
 # Flags that --resume may change: budgets, bookkeeping, paths, device. Any other one would be ignored
 # (the optimiser's saved state keeps its learning rate) or would not load (another network size).
-RESUME_MAY_CHANGE = ("resume", "checkpoint", "device", "compile", "eval_every", "snapshot_every")
+RESUME_MAY_CHANGE = ("resume", "checkpoint", "device", "compile", "precision", "eval_every", "snapshot_every")
 
 
 def check_resume(ckpt: dict, path: str, args, total_field: str, may_change: tuple[str, ...] = ()) -> bool:
@@ -537,6 +540,52 @@ def run_episodes(
         "outcomes": outcomes,
         "env": described,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision: fp32, or the forward passes under bf16 autocast
+# ---------------------------------------------------------------------------------------------
+Precision = Literal["fp32", "bf16"]
+
+
+def autocast(precision: Precision, device) -> contextlib.AbstractContextManager:
+    """The context the forward passes run in: nothing at all for fp32 (the computation is exactly the
+    same as without it); for bf16, torch.autocast: matrix products in bfloat16, while the weights, their
+    gradients, the optimiser state and the normaliser stay float32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def native_bf16(device) -> bool:
+    """Whether `device` multiplies bf16 matrices in hardware: a GPU with bf16 tensor cores, or a CPU with
+    AVX512-BF16 or AMX. Elsewhere (e.g. AVX2-only CPUs) bf16 is emulated and much slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def device_name(device) -> str:
+    """The GPU's name, or the CPU's model and its vector units (what a timing was measured on)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    units = "bf16 units" if native_bf16(device) else "no bf16 units"
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()}, {units})"
+
+
+def check_precision(precision: Precision, device, stage: str) -> None:
+    """Say out loud when bf16 is asked where it is emulated: the result is what was asked, only slower."""
+    if precision == "bf16" and not native_bf16(device):
+        print(
+            f"[{stage}] warning: --precision bf16 on {device_name(device)}: this device has no bf16 "
+            f"matrix units, so bf16 is emulated and runs several times slower than fp32; use --precision fp32 here"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -642,8 +691,11 @@ def fit(
     steps log the dict `evaluate(model, held_out)`; checkpoint atomically at `path` with the model's
     config and `meta` (and every `args.snapshot_every` steps a snapshot beside it); honour --resume.
     With `ema_decay`, an exponential moving average of the weights
-    is what is evaluated and saved as "model" (the raw weights are kept for resuming)."""
+    is what is evaluated and saved as "model" (the raw weights are kept for resuming).
+    `args.precision` bf16 runs `loss_fn` under autocast (the loss itself is fp32, as the models cast
+    their networks' outputs back); the held-out evaluation stays fp32."""
     device = args.device
+    check_precision(args.precision, device, stage)
     n = len(train["rewards"])
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     ema = None
@@ -696,7 +748,8 @@ def fit(
     bar = tqdm(range(start, args.total_steps), initial=start, total=args.total_steps, desc=stage, mininterval=2)
     for step in bar:
         idx = torch.randint(0, n, (args.batch_size,), device=device)
-        loss = loss_fn(model, {k: v[idx] for k, v in train.items()})
+        with autocast(args.precision, device):
+            loss = loss_fn(model, {k: v[idx] for k, v in train.items()}).float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

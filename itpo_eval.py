@@ -33,6 +33,9 @@ from torch.func import functional_call, grad, vmap
 from torch.utils.tensorboard import SummaryWriter
 
 from common import (
+    Precision,
+    autocast,
+    check_precision,
     checkpoint_path,
     make_eval_env_fn,
     normalized_score,
@@ -86,6 +89,10 @@ class Args:
     """torch device"""
     compile: bool = False
     """torch.compile the whole adaptation step, forward and backward (CUDA graphs on a GPU)"""
+    precision: Precision = "fp32"
+    """fp32, or bf16: the world model's network under bf16 autocast, its output back in fp32 (π_ψ, r_ξ,
+    Q_φ, the sampler's arithmetic and ψ stay fp32: bf16 there turns ∇ψĴ much further). Even so, on trained
+    hopper models bf16 turns ∇ψĴ as far as its sampling noise at M = 64 (README, Precision): report fp32"""
     run_name: str | None = None
     """name of the run folder under runs/ (default: itpo_<env-id>_seed<S>_<time>)"""
 
@@ -141,12 +148,25 @@ def batched_policy(actor: torch.nn.Module):
 
 
 def imagine_rollout(
-    policy, params, critic, world, reward, s0: torch.Tensor, eps: torch.Tensor, gamma: float, reward_scale: float = 1.0
+    policy,
+    params,
+    critic,
+    world,
+    reward,
+    s0: torch.Tensor,
+    eps: torch.Tensor,
+    gamma: float,
+    reward_scale: float = 1.0,
+    precision: Precision = "fp32",
 ):
     """Ĵ_t(ψ) per episode: s0 [N, d], eps [N, M, H, *noise_shape] -> [N] (mean over the M particles).
 
     r_ξ is multiplied by the `reward_scale` the critic was trained with (AntMaze: 100), so that the
     imagined rewards and the terminal value Q_φ are in the same units.
+
+    `precision` bf16 runs only the world model f_θ under autocast — where nearly all the work is
+    (H·K denoiser passes against H + 1 of π_ψ and r_ξ and one of Q_φ); its output returns to fp32
+    (ours already cast their network's output back, so their samplers' arithmetic is fp32 too).
 
     The imagined episode may end (hopper and walker2d fall): w_j = Π_{i<j} (1 − p_done(s̃_i, ã_i))
     weights the reward of step j and the terminal value, so a fall earns nothing after it."""
@@ -160,17 +180,18 @@ def imagine_rollout(
         ret = ret + gamma**j * alive * reward_scale * r
         if done_logit is not None:
             alive = alive * (1 - torch.sigmoid(done_logit))
-        s = world.f(s, a, eps[:, :, j])  # s̃_{j+1} = f_θ(s̃_j, ã_j, ε_j)
+        with autocast(precision, s0.device):
+            s = world.f(s, a, eps[:, :, j]).to(s0.dtype)  # s̃_{j+1} = f_θ(s̃_j, ã_j, ε_j)
     q = critic(s, policy(params, s)).min(0).values  # min_i Q_φ,i(s̃_H, π_ψ(s̃_H))
     return (ret + gamma**horizon * alive * q).mean(-1)
 
 
-def inner_step(policy, params, critic, world, reward, s0, eps, gamma, reward_scale=1.0):
+def inner_step(policy, params, critic, world, reward, s0, eps, gamma, reward_scale=1.0, precision="fp32"):
     """Ĵ [N] and ∇_ψ Ĵ (one gradient per episode: the episodes' objectives are independent, so the
     gradient of their sum is each episode's own)."""
 
     def total(p):
-        objective = imagine_rollout(policy, p, critic, world, reward, s0, eps, gamma, reward_scale)
+        objective = imagine_rollout(policy, p, critic, world, reward, s0, eps, gamma, reward_scale, precision)
         return objective.sum(), objective
 
     grads, objective = grad(total, has_aux=True)(params)
@@ -247,7 +268,16 @@ class ITPOAgent:
         stats = {"skipped": torch.zeros((), dtype=torch.long, device=s0.device)}
         for e in range(self.args.inner_steps):
             objective, grads = inner_step(
-                self.policy, params, self.critic, self.world, self.reward, s0, eps, self.gamma, self.reward_scale
+                self.policy,
+                params,
+                self.critic,
+                self.world,
+                self.reward,
+                s0,
+                eps,
+                self.gamma,
+                self.reward_scale,
+                self.args.precision,
             )
             grad_sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())
             ok = active & torch.isfinite(objective) & torch.isfinite(grad_sq)
@@ -357,6 +387,7 @@ def main(args: Args) -> dict:
     )
     require(args.eval_seed >= 0, f"--eval-seed must be ≥ 0 (gymnasium's seeds are), not {args.eval_seed}")
     seed_everything(args.seed)
+    check_precision(args.precision, args.device, "itpo")
     actor, critic, world, reward, rebrac_args = load_models(args)
     gamma = args.gamma if args.gamma is not None else rebrac_args["gamma"]
     reward_scale = rebrac_args["reward_scale"]  # Q_φ was trained on rewards × this (AntMaze: 100)
@@ -367,7 +398,7 @@ def main(args: Args) -> dict:
     print(
         f"[itpo] {args.env_id}: H={args.horizon} M={args.particles} E={args.inner_steps} α={args.step_size} "
         f"({args.optimizer}) γ={gamma} world model {args.world_model} (noise per step {tuple(world.noise_shape)}), "
-        f"{args.episodes} episodes on {args.device}"
+        f"{args.episodes} episodes on {args.device}, {args.precision}"
     )
     itpo = ITPOAgent(actor, critic, world, reward, args, gamma, reward_scale=reward_scale)
     summary = {"settings": settings, "itpo": evaluate(itpo, args, writer, "itpo")}

@@ -32,6 +32,7 @@ from torch.func import jvp
 from common import (
     TIME_EMBEDDING_DIM,
     Normalizer,
+    Precision,
     checkpoint_path,
     fit,
     load_checkpoint,
@@ -98,6 +99,9 @@ class Args:
     """continue from the checkpoint at its saved step"""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """torch device"""
+    precision: Precision = "fp32"
+    """fp32, or bf16: the forward passes under bf16 autocast (weights, optimiser state, losses and the
+    checkpoint stay fp32); faster only on a GPU or a CPU with bf16 units (AMX, AVX512-BF16)"""
 
     def __post_init__(self):
         parse_env_id(self.env_id)
@@ -144,7 +148,8 @@ class MeanFlowDynamics(nn.Module):
     def u(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """z [..., d], r and t [...] in [0, 1], s [..., d] raw, a [..., m] -> u [..., d]."""
         emb = torch.cat([time_embedding(self.time_scale * t), time_embedding(self.time_scale * (t - r))], dim=-1)
-        return self.net(torch.cat([z, self.normalizer.obs(s), a, emb], dim=-1))
+        h = torch.cat([z, self.normalizer.obs(s), a, emb], dim=-1)
+        return self.net(h).to(h.dtype)  # under bf16 autocast: the network in bf16, its output back in fp32
 
     def f(self, s: torch.Tensor, a: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """s′ = f(s, a, ε) = s + μ_Δ + σ_Δ (z − u_θ(z, 0, 1 | s, a)), z = ε[..., 0, :]."""

@@ -23,7 +23,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from common import (
+    Precision,
     atomic_torch_save,
+    autocast,
+    check_precision,
     check_resume,
     checkpoint_path,
     load_checkpoint,
@@ -128,6 +131,9 @@ class Args:
     """continue from the checkpoint at its saved step"""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """torch device"""
+    precision: Precision = "fp32"
+    """fp32, or bf16: the forward passes under bf16 autocast (weights, optimiser state, losses and the
+    checkpoint stay fp32); faster only on a GPU or a CPU with bf16 units (AMX, AVX512-BF16)"""
     compile: bool = False
     """torch.compile the update step, with CUDA graphs on a GPU (compiling costs about a minute)"""
 
@@ -304,7 +310,7 @@ def critic_target(
 def actor_loss_fn(actor, critic, batch, actor_bc_coef, normalize_q):
     """mean(β_a‖π(s) − a‖² − λ·min_i Q_i(s, π(s))), λ = stop_grad(1 / mean|Q|)."""
     pi = actor(batch["obs"])
-    q = critic(batch["obs"], pi).min(0).values
+    q = critic(batch["obs"], pi).min(0).values.float()  # fp32 under bf16 autocast: λ and the loss in fp32
     lmbda = 1.0 / q.abs().mean().detach() if normalize_q else torch.ones((), device=q.device)
     bc = ((pi - batch["actions"]) ** 2).sum(-1)
     return (actor_bc_coef * bc - lmbda * q).mean(), q.mean().detach(), lmbda, bc.mean().detach()
@@ -367,11 +373,22 @@ def train(args: Args) -> dict:
         start, history = ckpt["step"], ckpt.get("history", [])
         print(f"[rebrac] resuming {args.checkpoint} at update {start}")
 
+    check_precision(args.precision, args.device, "rebrac")
+
     def update(batch, update_actor: bool):
-        target = critic_target(
-            batch, actor_target, critic_target_net, args.gamma, args.critic_bc_coef, args.policy_noise, args.noise_clip
-        )
-        q = critic(batch["obs"], batch["actions"])
+        # --precision bf16: the forward passes under autocast, their outputs back in fp32 for the losses
+        with autocast(args.precision, args.device):
+            target = critic_target(
+                batch,
+                actor_target,
+                critic_target_net,
+                args.gamma,
+                args.critic_bc_coef,
+                args.policy_noise,
+                args.noise_clip,
+            )
+            q = critic(batch["obs"], batch["actions"])
+        target, q = target.float(), q.float()
         critic_loss = ((q - target) ** 2).mean(1).sum(0)  # sum over the critics of each MSE
         critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
@@ -379,7 +396,8 @@ def train(args: Args) -> dict:
         if not update_actor:
             return critic_loss.detach(), q.mean().detach(), None
         actor_before = [p.detach().clone() for p in actor.parameters()]
-        actor_loss, q_pi, lmbda, bc = actor_loss_fn(actor, critic, batch, args.actor_bc_coef, args.normalize_q)
+        with autocast(args.precision, args.device):
+            actor_loss, q_pi, lmbda, bc = actor_loss_fn(actor, critic, batch, args.actor_bc_coef, args.normalize_q)
         actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         actor_opt.step()
@@ -421,7 +439,7 @@ def train(args: Args) -> dict:
             to,
         )
 
-    t0, t_log = time.time(), time.time()
+    t0, t_log, cpu0 = time.time(), time.time(), time.process_time()
     bar = tqdm(range(start, args.total_updates), initial=start, total=args.total_updates, desc="rebrac", mininterval=2)
     for step in bar:
         idx = torch.randint(0, n, (args.batch_size,), device=args.device)
@@ -458,7 +476,8 @@ def train(args: Args) -> dict:
         f"final normalised score {last_score:.1f}; checkpoint {args.checkpoint}"
     )
     writer.close()
-    return {"score": last_score, "updates": done, "seconds": elapsed}
+    # cpu_seconds: this process's CPU time, what the loop costs on a machine shared with other jobs
+    return {"score": last_score, "updates": done, "seconds": elapsed, "cpu_seconds": time.process_time() - cpu0}
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import tyro
 from common import (
     TIME_EMBEDDING_DIM,
     Normalizer,
+    Precision,
     fit,
     load_checkpoint,
     mlp,
@@ -71,6 +72,9 @@ class Args:
     """continue from the checkpoint at its saved step"""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """torch device"""
+    precision: Precision = "fp32"
+    """fp32, or bf16: the forward passes under bf16 autocast (weights, optimiser state, losses and the
+    checkpoint stay fp32); faster only on a GPU or a CPU with bf16 units (AMX, AVX512-BF16)"""
 
     def __post_init__(self):
         parse_env_id(self.env_id)
@@ -135,7 +139,8 @@ class DiffusionDynamics(nn.Module):
     def epsilon(self, x: torch.Tensor, k: torch.Tensor, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """ε̂_θ(x_k, k, (s, a)) with s raw (normalised here) and k an integer tensor broadcastable to x[..., 0]."""
         k_emb = time_embedding(k.expand(x.shape[:-1]))
-        return self.denoiser(torch.cat([x, self.normalizer.obs(s), a, k_emb], dim=-1))
+        h = torch.cat([x, self.normalizer.obs(s), a, k_emb], dim=-1)
+        return self.denoiser(h).to(h.dtype)  # under bf16 autocast: the network in bf16, its output back in fp32
 
     def loss(self, s: torch.Tensor, a: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
         """L(θ) = E‖ε − ε̂_θ(√ᾱ_k x_0 + √(1−ᾱ_k) ε, k, c)‖², k ~ U{1..K}."""

@@ -21,6 +21,7 @@ import tyro
 
 from common import (
     Normalizer,
+    Precision,
     fit,
     load_checkpoint,
     mlp,
@@ -65,6 +66,9 @@ class Args:
     """continue from the checkpoint at its saved step"""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """torch device"""
+    precision: Precision = "fp32"
+    """fp32, or bf16: the forward passes under bf16 autocast (weights, optimiser state, losses and the
+    checkpoint stay fp32); faster only on a GPU or a CPU with bf16 units (AMX, AVX512-BF16)"""
 
     def __post_init__(self):
         parse_env_id(self.env_id)
@@ -89,7 +93,8 @@ class RewardModel(nn.Module):
 
     def forward(self, s: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """[..., d], [..., m] -> reward [...], done logit [...] (None without the head)."""
-        out = self.net(torch.cat([self.normalizer.obs(s), a], dim=-1))
+        h = torch.cat([self.normalizer.obs(s), a], dim=-1)
+        out = self.net(h).to(h.dtype)  # under bf16 autocast: the network in bf16, its output back in fp32
         return out[..., 0], (out[..., 1] if self.termination else None)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -116,21 +116,30 @@ def test_every_stage_runs_from_its_command_line(pipeline):
         "1",
         "--repeats",
         "1",
+        "--precisions",
+        "fp32",
+        "bf16",
         cwd=cwd,
     )
-    assert result.returncode == 0 and "DDPM / MeanFlow" in result.stdout, result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "DDPM / MeanFlow" in result.stdout and "bf16 / fp32 time" in result.stdout, result.stdout
     result = run(
         "benchmarks/rebrac_speed.py",
         "--env-id",
         env_id,
         "--updates",
         "3",
-        "--batch-size",
+        "--batch-sizes",
         "8",
+        "16",
+        "--precisions",
+        "fp32",
+        "bf16",
         "--no-compile-too",
         cwd=cwd,
     )
-    assert result.returncode == 0 and "updates/s" in result.stdout, result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "samples/s" in result.stdout and "x fp32" in result.stdout, result.stdout
 
 
 def test_collect_dataset_runs_from_its_command_line(tmp_path):

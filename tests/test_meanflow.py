@@ -119,18 +119,14 @@ def test_speed_benchmark_runs(pipeline, capsys):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
     import world_model_speed
 
-    c = pipeline["ckpt"]
     world_model_speed.main(
         world_model_speed.Args(
             env_id=pipeline["env_id"],
-            particles=4,
+            checkpoints=str(pipeline["work"] / "checkpoints"),
+            particles=(4,),
             episodes=2,
             repeats=2,
             device="cpu",
-            rebrac_checkpoint=c["rebrac"],
-            dynamics_checkpoint=c["dynamics"],
-            meanflow_checkpoint=c["meanflow"],
-            reward_checkpoint=c["reward"],
         )
     )
     out = capsys.readouterr().out
