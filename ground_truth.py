@@ -1,8 +1,8 @@
 """Ground truth for every adaptation of ITPO (`python itpo_eval.py --ground-truth`).
 
-At every k-th real state s_t of the ITPO episodes, the simulator's state is copied into a separate
-probe env (one per episode: the evaluation envs are only read, never stepped or restored) and the
-step of Algorithm 1 that was just taken is scored in the real simulator:
+At every k-th real state s_t of the ITPO episodes, the simulator's state is copied into separate
+probe envs (three per episode, one per ψ rolled out; the evaluation envs are only read, never stepped
+or restored) and the step of Algorithm 1 that was just taken is scored in the real simulator:
 
 * the world model's part: the objective ITPO ascends,
       Ĵ(ψ) = Σ_{j<H} γ^j r_j + γ^H min_i Q_φ,i(s_H, π_ψ(s_H)),
@@ -102,13 +102,14 @@ class Simulator:
         return obs, float(reward), bool(terminated)
 
 
-def real_rollout(sims: list[Simulator], states: list, policy, params: dict, steps: int, like: torch.Tensor) -> dict:
-    """Restore each sim to its state and act with its π_ψ (params stacked [n, ...], held fixed) for `steps`
-    real steps, all episodes in lockstep. The policy sees float32 observations, as in `run_episodes`.
-    Returns rewards [n, steps] (0 after a fall), observations [n, steps + 1, d] (frozen after a fall)
-    and fell_at [n]: the step whose transition ended the episode, `steps` if none did."""
+def real_rollout(sims: list[Simulator], states: list, policy, params: dict, limits, like: torch.Tensor) -> dict:
+    """Restore each sim to its state and act with its π_ψ (params stacked [n, ...], held fixed) for
+    limits[i] real steps, all rows in lockstep (one policy call per step). The policy sees float32
+    observations, as in `run_episodes`. Returns rewards [n, L] (0 after a fall or the row's limit),
+    observations [n, L + 1, d] (frozen after either) and fell_at [n]: the step whose transition ended
+    the episode, L if none did (L = max(limits))."""
     obs = np.stack([sim.set_state(s) for sim, s in zip(sims, states)]).astype(np.float32)
-    n = len(sims)
+    n, steps = len(sims), max(limits)
     rewards, fell_at = np.zeros((n, steps)), np.full(n, steps)
     observations = np.empty((n, steps + 1, obs.shape[1]), np.float32)
     observations[:, 0] = obs
@@ -116,7 +117,7 @@ def real_rollout(sims: list[Simulator], states: list, policy, params: dict, step
         with torch.no_grad():
             s = torch.as_tensor(obs, device=like.device).to(like.dtype)
             actions = policy(params, s[:, None, :])[:, 0].float().cpu().numpy()
-        for i in np.flatnonzero(fell_at == steps):
+        for i in np.flatnonzero((fell_at == steps) & (j < np.asarray(limits))):
             obs[i], rewards[i, j], terminated = sims[i].step(actions[i])
             if terminated:
                 fell_at[i] = j
@@ -148,7 +149,9 @@ class GroundTruth:
         std = getattr(getattr(agent.world, "normalizer", None), "obs_std", None)
         self.state_std = (std if std is not None else torch.ones(like.shape[-1])).to(like.device, like.dtype)
         self.state_std_source = "world model's training-set state std" if std is not None else "none (raw units)"
-        self.real = self.sims = None  # Simulators of the evaluation envs (read only) and of the probe envs
+        # Simulators of the evaluation envs (read only) and, per episode, of three probe envs: ψ before,
+        # ψ after and the pretrained ψ roll out side by side
+        self.real = self.sims = None
         self.steps = [{k: [] for k in STEP_FIELDS} for _ in range(agent.args.episodes)]
         self.pending: dict[int, np.ndarray] = {}  # episode -> the state the copy reached with the real action
         self.checked = self.mismatches = self.t = 0
@@ -158,10 +161,10 @@ class GroundTruth:
         start = time.perf_counter()
         if self.sims is None:
             self.real = [Simulator(env) for env in envs]
-            probes = [self.make_env() for _ in envs]
-            for env in probes:
+            probes = [[self.make_env() for _ in range(3)] for _ in envs]
+            for env in sum(probes, []):
                 env.reset(seed=0)
-            self.sims = [Simulator(env) for env in probes]
+            self.sims = [[Simulator(env) for env in three] for three in probes]
         for i, predicted in self.pending.items():  # the copy's step was the evaluation env's step
             self.checked += 1
             self.mismatches += not np.array_equal(self.real[i].get_state(), predicted)
@@ -175,8 +178,8 @@ class GroundTruth:
         ag, H, T = self.agent, self.agent.args.horizon, self.horizon
         gamma, scale = ag.gamma, ag.reward_scale
         states = [self.real[i].get_state() for i in idx]
-        sims = [self.sims[i] for i in idx]
-        for i, sim, state in zip(idx, sims, states):
+        for i, state in zip(idx, states):
+            sim = self.sims[i][0]
             sim.set_state(state)
             sim.step(actions[i])
             self.pending[i] = sim.get_state()
@@ -205,10 +208,16 @@ class GroundTruth:
         pick = lambda p: {k: v[rows] for k, v in p.items()}  # noqa: E731
         psi_before, psi_after = pick(before), pick(after)
         psi_pre = {k: v.expand(len(idx), *v.shape) for k, v in ag.pretrained.items()}
-        length = max(H, T)
-        roll_before = real_rollout(sims, states, ag.policy, psi_before, H, like)
-        roll_after = real_rollout(sims, states, ag.policy, psi_after, length, like)
-        roll_pre = real_rollout(sims, states, ag.policy, psi_pre, length, like)
+        n, length = len(idx), max(H, T)
+        roll = real_rollout(
+            [self.sims[i][r] for r in range(3) for i in idx],
+            states * 3,
+            ag.policy,
+            {k: torch.cat([psi_before[k], psi_after[k], psi_pre[k]]) for k in psi_before},
+            [H] * n + [length] * n + [length] * n,
+            like,
+        )
+        roll_before, roll_after, roll_pre = ({k: v[r * n : (r + 1) * n] for k, v in roll.items()} for r in range(3))
 
         s_real = torch.as_tensor(roll_before["observations"][:, H], device=like.device).to(like.dtype)
         error = ((s_imagined - s_real[:, None, :]) / self.state_std).pow(2).mean(-1).sqrt().mean(-1)
