@@ -503,10 +503,13 @@ def run_episodes(
     max_episode_steps: int | None = None,
     on_step=None,
     progress: str | None = None,
+    probe=None,
 ) -> dict[str, list]:
     """Run one episode per seed, all envs in lockstep. `act(obs [N, d] float32, alive [N] bool)`
     returns actions [N, act_dim]; only the alive rows are used (finished episodes keep their row,
     so `act` always sees N rows). AntMaze episodes end at the first success, as D4RL's did.
+    `probe(envs, obs, alive, actions)`, if given, runs after `act` and before the envs step: it may
+    read the envs' states (itpo_eval's --ground-truth) but must not change them.
     Returns per-episode returns, lengths, successes, score outcomes and the env (`describe_env`)."""
     envs = [make_env() for _ in seeds]
     obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, seeds)]).astype(np.float32)
@@ -516,6 +519,8 @@ def run_episodes(
     bar = tqdm(total=limit, desc=progress, mininterval=5, disable=progress is None)
     while alive.any():
         actions = np.asarray(act(obs, alive))
+        if probe is not None:
+            probe(envs, obs, alive, actions)
         for i in np.flatnonzero(alive):
             o, r, term, trunc, info = envs[i].step(actions[i])
             returns[i] += r

@@ -33,6 +33,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils.tensorboard import SummaryWriter
 
 from common import (
+    MUJOCO_ENVS,
     Precision,
     autocast,
     check_precision,
@@ -95,10 +96,22 @@ class Args:
     hopper models bf16 turns ∇ψĴ as far as its sampling noise at M = 64 (README, Precision): report fp32"""
     run_name: str | None = None
     """name of the run folder under runs/ (default: itpo_<env-id>_seed<S>_<time>)"""
+    ground_truth: bool = False
+    """at every k-th real state, score the adaptation in a copy of the simulator (ground_truth.py; MuJoCo only)"""
+    ground_truth_every: int = 1
+    """k, probe every k-th real state"""
+    ground_truth_horizon: int = 100
+    """T, real steps of the critic's check: adapted ψ against the pretrained actor from the same state"""
 
     def __post_init__(self):
         parse_env_id(self.env_id)
         require_positive(self, "horizon", "particles", "inner_steps", "episodes", "max_episode_steps")
+        require_positive(self, "ground_truth_every", "ground_truth_horizon")
+        require(
+            not self.ground_truth or parse_env_id(self.env_id)[0] in MUJOCO_ENVS,
+            f"--ground-truth restores the simulator's state, which only the MuJoCo locomotion envs "
+            f"(hopper, walker2d, halfcheetah) allow here, not {self.env_id}; drop --ground-truth",
+        )
         require(
             math.isfinite(self.step_size) and self.step_size >= 0,
             f"--step-size must be a finite number ≥ 0, not {self.step_size}",
@@ -250,6 +263,7 @@ class ITPOAgent:
         self.generator = torch.Generator(device=dev).manual_seed(args.seed)
         self.skipped = torch.zeros((), dtype=torch.long, device=dev)  # non-finite inner steps: ψ kept
         self.stats: dict[str, torch.Tensor] = {}
+        self.last_adaptation: dict | None = None  # set by each adapting call (see __call__)
         self.adapt_step = self._adapt_step
         if args.compile:  # the whole step: E rollouts, their backward passes and the ascent
             mode = "reduce-overhead" if str(dev).startswith("cuda") else None
@@ -306,6 +320,7 @@ class ITPOAgent:
             eps = torch.randn(noise_shape, generator=self.generator, device=dev, dtype=s0.dtype)
             if self.args.compile and str(dev).startswith("cuda"):
                 torch.compiler.cudagraph_mark_step_begin()
+            before = self.params
             params, moments, steps, stats = self.adapt_step(self.params, self.moments, self.steps, s0, eps, active)
             # CUDA graphs reuse their output buffers at the next replay: keep copies
             self.params = {k: v.clone() for k, v in params.items()}
@@ -313,6 +328,8 @@ class ITPOAgent:
             self.steps = steps.clone()
             self.stats = {k: v.clone() for k, v in stats.items()}
             self.skipped = self.skipped + self.stats["skipped"]
+            # ψ before this step's E inner steps and its noise ε (references, no copies), for --ground-truth
+            self.last_adaptation = {"params_before": before, "eps": eps}
         with torch.no_grad():
             actions = self.policy(self.params, s0[:, None, :])[:, 0]  # a_t = π_ψ(s_t)
         return actions.cpu().numpy()
@@ -321,10 +338,10 @@ class ITPOAgent:
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
-def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: str) -> dict:
+def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: str, probe=None) -> dict:
     """Run the episodes with `agent` in the dataset's evaluation env (`make_eval_env_fn`); per-episode returns
     and scores, wall seconds per step, the episode limit that applied ("episode_limit") and the env they
-    ran in ("env", whose max_episode_steps is the env's own limit)."""
+    ran in ("env", whose max_episode_steps is the env's own limit). `probe`: the hook of `run_episodes`."""
     seeds = list(range(args.eval_seed, args.eval_seed + args.episodes))
     make_env = make_eval_env_fn(args.env_id, args.dataset_id, verbose=tag == "itpo")
     agent.reset(torch.ones(args.episodes, dtype=torch.bool, device=args.device))  # a new episode: pretrained ψ
@@ -339,7 +356,9 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
         counter["t"], counter["last"] = counter["t"] + 1, now
 
     t0 = time.time()
-    result = run_episodes(make_env, args.env_id, seeds, agent, args.max_episode_steps, on_step, progress=tag)
+    result = run_episodes(
+        make_env, args.env_id, seeds, agent, args.max_episode_steps, on_step, progress=tag, probe=probe
+    )
     wall = time.time() - t0
     scores = normalized_score(args.env_id, result["outcomes"])
     env_limit = result["env"]["max_episode_steps"]  # the env's own limit (its TimeLimit)
@@ -401,7 +420,15 @@ def main(args: Args) -> dict:
         f"{args.episodes} episodes on {args.device}, {args.precision}"
     )
     itpo = ITPOAgent(actor, critic, world, reward, args, gamma, reward_scale=reward_scale)
-    summary = {"settings": settings, "itpo": evaluate(itpo, args, writer, "itpo")}
+    probe = None
+    if args.ground_truth:  # score every k-th adaptation in a copy of the simulator (its time counts in wall_seconds)
+        from ground_truth import GroundTruth
+
+        make_env = make_eval_env_fn(args.env_id, args.dataset_id, verbose=False)
+        probe = GroundTruth(itpo, make_env, args.ground_truth_every, args.ground_truth_horizon, writer)
+    summary = {"settings": settings, "itpo": evaluate(itpo, args, writer, "itpo", probe)}
+    if probe is not None:
+        summary["itpo"]["ground_truth"] = probe.finish(f"runs/{run_name}")
     if args.baseline:  # same code path with no adaptation: ψ stays the pretrained actor
         rebrac = ITPOAgent(actor, critic, world, reward, args, gamma, adapt=False)
         summary["rebrac"] = evaluate(rebrac, args, writer, "rebrac")
