@@ -37,9 +37,7 @@ import torch
 
 from itpo_eval import imagine_rollout
 
-# ---------------------------------------------------------------------------------------------
-# The simulator: copy, restore, step
-# ---------------------------------------------------------------------------------------------
+# What is recorded at each probed step of each episode (ground_truth_steps.json)
 STEP_FIELDS = (
     "t",
     "imagined_before",
@@ -56,6 +54,11 @@ STEP_FIELDS = (
     "q_pretrained",
     "target_pretrained",
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulator: copy, restore, step
+# ---------------------------------------------------------------------------------------------
 
 
 class Simulator:
@@ -138,8 +141,8 @@ def imagined_final_states(policy, params, world, s0: torch.Tensor, eps: torch.Te
 # The probe
 # ---------------------------------------------------------------------------------------------
 class GroundTruth:
-    """The `probe` of `run_episodes` for an adapting `ITPOAgent`: scores each step of every k-th real
-    state in a probe env per episode (`make_env()` makes them), then `finish` writes the summaries."""
+    """The `probe` of `run_episodes` for an adapting `ITPOAgent`: scores the step at every k-th real
+    state in three probe envs per episode (`make_env()` makes them); `finish` writes the summaries."""
 
     def __init__(self, agent, make_env, every: int = 1, horizon: int = 100, writer=None):
         if not agent.adapt:
@@ -238,9 +241,9 @@ class GroundTruth:
             "q_pretrained": value(psi_pre, roll_pre["observations"][:, 0]),
             "target_pretrained": discounted(roll_pre, psi_pre, T),
         }
-        for n, i in enumerate(idx):
+        for j, i in enumerate(idx):
             for k in STEP_FIELDS:
-                self.steps[i][k].append(row[k][n].item())
+                self.steps[i][k].append(row[k][j].item())
         if self.writer is not None:  # means over the probed episodes at this real step
             for tag, x in (
                 ("imagined_gain", row["imagined_after"] - row["imagined_before"]),

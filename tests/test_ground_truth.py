@@ -132,7 +132,8 @@ def test_a_copy_that_does_not_reproduce_the_step_is_counted():
 
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
-def test_restored_mujoco_copy_steps_exactly_like_the_original(env_id):
+def test_restored_mujoco_copy_steps_exactly_like_the_original(env_id, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its model warnings (walker2d, halfcheetah) to ./MUJOCO_LOG.TXT
     real, copy = gym.make(env_id), gym.make(env_id)
     real.reset(seed=3)
     copy.reset(seed=4)
