@@ -14,6 +14,15 @@ torch.set_num_threads(1)
 ENV_ID = "hopper-medium-replay"
 
 
+def tiny_itpo_args(pipeline, **settings):
+    """itpo_eval.Args on the pipeline's tiny checkpoints, on the CPU, with the given settings."""
+    import itpo_eval
+
+    c = pipeline["ckpt"]
+    paths = dict(rebrac_checkpoint=c["rebrac"], dynamics_checkpoint=c["dynamics"], reward_checkpoint=c["reward"])
+    return itpo_eval.Args(**{"env_id": pipeline["env_id"], "device": "cpu", **paths, **settings})
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory):
     import collect_dataset

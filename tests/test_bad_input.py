@@ -14,6 +14,7 @@ import meanflow_onestep
 import rebrac
 import train_dynamics
 import train_reward
+from conftest import tiny_itpo_args
 
 
 def exit_message(call) -> str:
@@ -147,19 +148,7 @@ def test_checkpoint_of_another_stage_is_refused(pipeline):
 
 
 def itpo_args(pipeline, **kw):
-    c = pipeline["ckpt"]
-    base = dict(
-        env_id=pipeline["env_id"],
-        particles=4,
-        horizon=2,
-        episodes=1,
-        device="cpu",
-        baseline=False,
-        rebrac_checkpoint=c["rebrac"],
-        dynamics_checkpoint=c["dynamics"],
-        reward_checkpoint=c["reward"],
-    )
-    return itpo_eval.Args(**{**base, **kw})
+    return tiny_itpo_args(pipeline, **{"particles": 4, "horizon": 2, "episodes": 1, "baseline": False, **kw})
 
 
 def test_itpo_refuses_what_it_would_ignore(pipeline):

@@ -15,7 +15,7 @@ import torch.nn as nn
 import ground_truth
 import itpo_eval
 from common import run_episodes
-from conftest import ROOT
+from conftest import ROOT, tiny_itpo_args
 
 # ---------------------------------------------------------------------------------------------
 # A toy env whose dynamics are a known differentiable function: with that function as f_θ (and its
@@ -183,21 +183,8 @@ def test_ground_truth_where_no_state_can_be_restored_is_refused():
 # On hopper with the tiny trained models of conftest.py
 # ---------------------------------------------------------------------------------------------
 def small_args(pipeline, **kw):
-    c = pipeline["ckpt"]
-    base = dict(
-        env_id=pipeline["env_id"],
-        particles=4,
-        episodes=2,
-        horizon=3,
-        step_size=0.05,
-        max_episode_steps=12,
-        device="cpu",
-        baseline=False,
-        rebrac_checkpoint=c["rebrac"],
-        dynamics_checkpoint=c["dynamics"],
-        reward_checkpoint=c["reward"],
-    )
-    return itpo_eval.Args(**{**base, **kw})
+    settings = dict(particles=4, episodes=2, horizon=3, step_size=0.05, max_episode_steps=12, baseline=False)
+    return tiny_itpo_args(pipeline, **{**settings, **kw})
 
 
 def test_true_objective_and_returns_equal_a_hand_rollout_of_the_replayed_simulator(pipeline):

@@ -9,6 +9,7 @@ from torch.autograd.functional import jacobian
 from torch.func import functional_call
 
 import itpo_eval
+from conftest import tiny_itpo_args
 from rebrac import Actor, Critic
 from train_dynamics import DiffusionDynamics
 from train_reward import RewardModel
@@ -118,18 +119,7 @@ def test_termination_weights_rewards_after_a_fall():
 
 
 def small_args(pipeline, **kw):
-    c = pipeline["ckpt"]
-    base = dict(
-        env_id=pipeline["env_id"],
-        particles=4,
-        episodes=2,
-        max_episode_steps=15,
-        device="cpu",
-        rebrac_checkpoint=c["rebrac"],
-        dynamics_checkpoint=c["dynamics"],
-        reward_checkpoint=c["reward"],
-    )
-    return itpo_eval.Args(**{**base, **kw})
+    return tiny_itpo_args(pipeline, **{"particles": 4, "episodes": 2, "max_episode_steps": 15, **kw})
 
 
 def test_planted_nan_keeps_psi_and_is_counted(pipeline):
