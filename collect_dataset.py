@@ -291,6 +291,23 @@ def _write_json(path: str, obj) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _read_progress(path: str) -> dict:
+    """The resume record of a collection run (a fresh one if there is none); one line if it is unreadable."""
+    if not os.path.exists(path):
+        return {"step": 0, "snapshots": []}
+    try:
+        with open(path) as f:
+            progress = json.load(f)
+        if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
+            raise ValueError("no integer 'step'")
+        return progress
+    except (OSError, ValueError) as err:
+        sys.exit(
+            f"error: cannot resume from {path} ({type(err).__name__}: {err}); delete its folder "
+            f"{os.path.dirname(path)} to collect from scratch, or point --work-dir elsewhere"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # AntMaze: a goal-reaching ant driven through the maze by a waypoint planner (D4RL's and Minari's recipe)
 # ---------------------------------------------------------------------------------------------
@@ -552,7 +569,7 @@ def collect_antmaze(args: Args) -> None:
     os.makedirs(work, exist_ok=True)
     writer = SummaryWriter(f"runs/collect_antmaze_seed{args.seed}")
     progress_file = os.path.join(work, "progress.json")
-    progress = json.load(open(progress_file)) if os.path.exists(progress_file) else {"step": 0, "snapshots": []}
+    progress = _read_progress(progress_file)
     t0 = time.time()
 
     # 1. The goal-reaching ant: SAC on the open floor, a few envs, one update per step of all of them.
@@ -663,7 +680,7 @@ def main(args: Args) -> None:
     os.makedirs(work, exist_ok=True)
     writer = SummaryWriter(f"runs/collect_{args.env}_seed{args.seed}")
     progress_file = os.path.join(work, "progress.json")
-    progress = json.load(open(progress_file)) if os.path.exists(progress_file) else {"step": 0, "snapshots": []}
+    progress = _read_progress(progress_file)
     t0 = time.time()
 
     # 1. Online SAC with snapshots; resumes from the last snapshot's model and replay buffer.

@@ -360,6 +360,7 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
         make_env, args.env_id, seeds, agent, args.max_episode_steps, on_step, progress=tag, probe=probe
     )
     wall = time.time() - t0
+    acting = wall - (probe.seconds if probe is not None else 0.0)  # the per-step costs leave out ground-truth probes
     scores = normalized_score(args.env_id, result["outcomes"])
     env_limit = result["env"]["max_episode_steps"]  # the env's own limit (its TimeLimit)
     cuts = [n for n in (args.max_episode_steps, env_limit) if n]
@@ -372,8 +373,8 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
         "std": float(scores.std()),
         "wall_seconds": wall,
         # one lockstep step advances every alive episode; per env step divides by all transitions
-        "seconds_per_step": wall / max(counter["t"], 1),
-        "seconds_per_env_step": wall / max(sum(result["lengths"]), 1),
+        "seconds_per_step": acting / max(counter["t"], 1),
+        "seconds_per_env_step": acting / max(sum(result["lengths"]), 1),
         "skipped_updates": int(agent.skipped),
         # the limit the episodes ran under: --max-episode-steps where it is below the env's own
         "episode_limit": min(cuts) if cuts else None,

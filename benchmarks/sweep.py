@@ -304,6 +304,11 @@ def resolve(args: Args) -> tuple[dict, list[tuple[str, int]], str]:
             sys.exit(f"error: --runs takes env_id:seed pairs such as hopper-medium-replay:1, not {run!r}")
         pairs.append((env_id, int(seed)))
     pairs = list(dict.fromkeys(pairs))
+    for name, value in [("seed", s) for _, s in pairs] + [("tune-seed", args.tune_seed), ("eval-seed", args.eval_seed)]:
+        if value < 0:  # else a stage fails hours in (numpy refuses negative seeds)
+            sys.exit(f"error: --{name} must be ≥ 0, not {value}")
+    if "meanflow" in args.world_models and not args.tilt_temperature > 0:  # else MeanFlow fails after ReBRAC
+        sys.exit(f"error: --tilt-temperature must be positive (inf: no tilt), not {args.tilt_temperature}")
     if not pairs:
         sys.exit("error: nothing to run: give --env-ids (with --seeds) or --runs env_id:seed")
     env_ids = ENV_IDS
@@ -591,9 +596,13 @@ class Sweep:
             "run_name": name,
         }
 
-    def models_key(self, paths: dict) -> dict:
-        """Which checkpoints an evaluation used: step and content hash of each."""
-        return {stage: {"step": checkpoint_step(path), "sha256": file_digest(path)} for stage, path in paths.items()}
+    def models_key(self, node: Node, paths: dict) -> dict:
+        """Which checkpoints an evaluation uses: step and content hash of each (read once: the node keeps
+        each checkpoint's step and metrics for its summary)."""
+        node.context["models"] = models_info(paths)
+        return {
+            s: {"step": info["step"], "sha256": file_digest(info["path"])} for s, info in node.context["models"].items()
+        }
 
     def eval_key(self, kwargs: dict, models: dict, alpha: dict | None = None) -> dict:
         itpo = {k: v for k, v in kwargs.items() if k not in ("device", "run_name")}
@@ -639,7 +648,7 @@ class Sweep:
         wm = node.context["wm"]
         if node.stage.startswith("curve-"):
             return self.prepare_curve(node)
-        models = self.models_key(self.model_paths(env_id, seed, wm))
+        models = self.models_key(node, self.model_paths(env_id, seed, wm))
         if node.stage.startswith("tune-"):
             kwargs = self.itpo_kwargs(env_id, seed, wm, node.context["alpha"], tuning=True)
             key = self.eval_key(kwargs, models)
@@ -671,8 +680,8 @@ class Sweep:
             )
         alpha = self.alpha_record(env_id, seed, wm)
         kwargs = self.itpo_kwargs(env_id, seed, wm, alpha["chosen"], tuning=False, paths=paths, tag=f"_{vary}{step}")
-        key = self.eval_key(kwargs, self.models_key(paths), alpha)
-        node.context.update(key=key, alpha=alpha, paths=paths)
+        key = self.eval_key(kwargs, self.models_key(node, paths), alpha)
+        node.context.update(key=key, alpha=alpha)
         old = read_json(self.curve_path(env_id, seed, wm, vary, step))
         if old is not None and old.get("sweep_key") == key:
             node.status, node.detail = "skipped", "curve point with the same settings on record"
@@ -726,7 +735,7 @@ class Sweep:
                 **result,
                 "alpha": node.context["alpha"],
                 "curve": {"vary": vary, "step": step},
-                "models": models_info(node.context["paths"]),
+                "models": node.context["models"],
                 "budgets": {"preset": self.args.preset, **self.b},
                 "seconds": node.seconds,
                 "sweep_key": node.context["key"],
@@ -746,7 +755,7 @@ class Sweep:
             summary = {
                 **result,
                 "alpha": node.context["alpha"],
-                "models": models_info(self.model_paths(env_id, seed, wm)),
+                "models": node.context["models"],
                 "budgets": {"preset": self.args.preset, **self.b},
                 "stage_seconds": {
                     **{s: times.get(s) for s in stages},

@@ -72,6 +72,18 @@ def test_missing_local_dataset_id_is_one_line(tmp_path, monkeypatch):
     assert "python collect_dataset.py --env hopper and drop --dataset-id" in message
 
 
+@pytest.mark.parametrize("record", ['{"step": 400, "snap', "[]", '{"snapshots": []}'])
+def test_unreadable_collection_record_is_one_line(tmp_path, monkeypatch, record):
+    """A cut-off or foreign progress.json was a JSONDecodeError or KeyError traceback on resume."""
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "collect" / "hopper" / "seed0"
+    work.mkdir(parents=True)
+    (work / "progress.json").write_text(record)
+    args = cd.Args(env="hopper", total_timesteps=400, snapshot_every=200, work_dir=str(tmp_path / "collect"))
+    message = exit_message(lambda: cd.main(args))
+    assert "cannot resume from" in message and "progress.json" in message and "delete" in message
+
+
 # ---------------------------------------------------------------------------------------------
 # --resume of a checkpoint that is finished, past the budget, or trained with other settings
 # ---------------------------------------------------------------------------------------------

@@ -157,6 +157,20 @@ def test_overlapping_tuning_and_evaluation_seeds_are_refused():
     assert not os.path.exists("/nonexistent/never-created")
 
 
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        ({"seeds": [-1]}, "--seed must be ≥ 0"),
+        ({"runs": ["hopper-medium:-2"]}, "--seed must be ≥ 0"),
+        ({"eval_seed": -10}, "--eval-seed must be ≥ 0"),
+        ({"tilt_temperature": 0.0}, "--tilt-temperature must be positive"),
+    ],
+)
+def test_settings_a_stage_would_refuse_hours_in_are_refused_at_start(bad, expected):
+    with pytest.raises(SystemExit, match=expected):
+        sweep.resolve(sweep.Args(**{"env_ids": ["hopper-medium"], **bad}))
+
+
 def test_presets_and_overrides():
     budgets, pairs, root = sweep.resolve(
         sweep.Args(
