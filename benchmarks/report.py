@@ -1,9 +1,10 @@
 """The table and figures of a sweep (benchmarks/sweep.py): ReBRAC against ITPO with each world model.
 
     python benchmarks/report.py --root sweeps/cpu --out results
+    python benchmarks/report.py --root sweeps/cpu --include results --out results   # add to an earlier report
 
-Reads every `<root>/summaries/*.json` (one per dataset, seed and world model) and the checkpoints'
-training histories under `<root>/checkpoints/`, and writes into `--out`:
+Reads every `<root>/summaries/*.json` (one per dataset, seed and world model), `<root>/curves/*.json` and
+the checkpoints' training histories under `<root>/checkpoints/`, and writes into `--out`:
 
     table.md             per dataset: mean normalised score with a 95 % percentile-bootstrap interval
                          over all episodes of all seeds; the paired ITPO − ReBRAC difference (paired by
@@ -15,6 +16,11 @@ training histories under `<root>/checkpoints/`, and writes into `--out`:
                          ITPO's Δ against the world model's held-out one-step RMSE
     training_curves.png  ReBRAC's evaluation score and the models' held-out RMSE against steps
     summaries/, curves/  copies of the summary JSONs and of the budget-curve points
+    histories/           the training histories, as JSON (a report without the checkpoints still draws them)
+
+`--include` folders are earlier reports (an `--out` of this script): their summaries, curves and histories
+join the sweep's, so that a grid run in parts (sittings, machines whose sweep folders are gone) makes one
+table. Where both hold the same run, the sweep's own files win.
 
 The statistics are the small pure functions `bootstrap_ci`, `paired_difference` and `iqm_table`.
 """
@@ -30,7 +36,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tyro
@@ -47,6 +53,8 @@ class Args:
     """sweep folder (the one with summaries/ and checkpoints/)"""
     out: str = "results"
     """where the table, the figures and the summary copies go"""
+    include: list[str] = field(default_factory=list)
+    """earlier report folders (an --out of this script) whose runs join the sweep's (the sweep's win)"""
     reps: int = 10_000
     """bootstrap resamples (episode intervals and rliable's stratified bootstrap)"""
     confidence: float = 0.95
@@ -57,6 +65,9 @@ class Args:
     def __post_init__(self):
         if self.reps < 1 or not 0 < self.confidence < 1:
             sys.exit(f"error: --reps must be ≥ 1 and --confidence in (0, 1), not {self.reps} and {self.confidence}")
+        for folder in self.include:
+            if not os.path.isdir(os.path.join(folder, "summaries")):
+                sys.exit(f"error: --include {folder} holds no summaries/: it must be an earlier report's --out folder")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,10 +126,15 @@ def iqm_table(
 # ---------------------------------------------------------------------------------------------
 # Reading a sweep
 # ---------------------------------------------------------------------------------------------
-def load_summaries(root: str) -> dict[str, dict[int, dict[str, dict]]]:
-    """{env_id: {seed: {world model: summary}}} from <root>/summaries/*.json."""
+def json_files(folders: list[str], sub: str) -> list[str]:
+    """<folder>/<sub>/*.json of each folder in turn: a later folder's file of a run replaces an earlier one's."""
+    return [path for folder in folders for path in sorted(glob.glob(os.path.join(folder, sub, "*.json")))]
+
+
+def load_summaries(root: str, include: list[str] = ()) -> dict[str, dict[int, dict[str, dict]]]:
+    """{env_id: {seed: {world model: summary}}} from <root>/summaries/*.json (and the --include folders')."""
     runs: dict = {}
-    for path in sorted(glob.glob(os.path.join(root, "summaries", "*.json"))):
+    for path in json_files([*include, root], "summaries"):
         try:
             with open(path) as f:
                 summary = json.load(f)
@@ -131,11 +147,14 @@ def load_summaries(root: str) -> dict[str, dict[int, dict[str, dict]]]:
     return runs
 
 
-def load_curves(root: str, runs: dict) -> dict[tuple[str, str, str], dict[int, dict[int, dict]]]:
+def load_curves(
+    root: str, runs: dict, include: list[str] = ()
+) -> dict[tuple[str, str, str], dict[int, dict[int, dict]]]:
     """Budget curves: {(env_id, world model, varied stage): {step: {seed: summary}}} from
-    <root>/curves/*.json, with each run's final summary as the last point of both of its curves."""
+    <root>/curves/*.json (and the --include folders'), with each run's final summary as the last point of
+    both of its curves."""
     curves: dict = {}
-    for path in sorted(glob.glob(os.path.join(root, "curves", "*.json"))):
+    for path in json_files([*include, root], "curves"):
         with open(path) as f:
             point = json.load(f)
         point["_path"] = path
@@ -519,11 +538,16 @@ def plot_budget_curves(path: str, curves: list[dict]) -> None:
     plt.close(fig)
 
 
-def load_histories(root: str) -> dict[str, dict[tuple[str, int], list[dict]]]:
-    """{stage: {(env_id, seed): history}} from the checkpoints under <root>/checkpoints/."""
+def load_histories(root: str, include: list[str] = ()) -> dict[str, dict[tuple[str, int], list[dict]]]:
+    """{stage: {(env_id, seed): history}} from the --include folders' histories/*.json, then from the
+    checkpoints under <root>/checkpoints/ (which win)."""
     import torch
 
     out: dict = {}
+    for path in json_files(list(include), "histories"):
+        with open(path) as f:
+            record = json.load(f)
+        out.setdefault(record["stage"], {})[(record["env_id"], int(record["seed"]))] = record["history"]
     for path in sorted(glob.glob(os.path.join(root, "checkpoints", "*", "*_seed*.pt"))):
         match = re.fullmatch(r"(rebrac|dynamics|reward|meanflow)_seed(-?\d+)\.pt", os.path.basename(path))
         if match is None:
@@ -597,7 +621,7 @@ def main(args: Args) -> dict:
 
     Everything is written into a temporary folder inside --out first and moved over the old files
     (os.replace) only once all of it is complete: a failed report leaves --out as it was."""
-    runs = load_summaries(args.root)
+    runs = load_summaries(args.root, args.include)
     if not runs:
         sys.exit(
             f"error: no summaries in {os.path.join(args.root, 'summaries')}/*.json: --root must be a sweep "
@@ -605,7 +629,8 @@ def main(args: Args) -> dict:
         )
     rows = dataset_rows(runs, args.reps, args.confidence, args.seed)
     matrices, datasets, notes = aggregate_matrices(runs)
-    curves = load_curves(args.root, runs)
+    curves = load_curves(args.root, runs, args.include)
+    histories = load_histories(args.root, args.include)
     points = curve_rows(curves, args.reps, args.confidence, args.seed)
     iqm = iqm_table(matrices, args.reps, args.confidence, args.seed) if matrices else {}
     n_runs = next(iter(matrices.values())).shape[0] if matrices else 0
@@ -614,7 +639,7 @@ def main(args: Args) -> dict:
     try:
         write_table(
             os.path.join(staging, "table.md"),
-            os.path.abspath(args.root),
+            os.path.abspath(args.root) + "".join(f"` + `{folder}" for folder in args.include),
             rows,
             iqm,
             n_runs,
@@ -627,9 +652,18 @@ def main(args: Args) -> dict:
         )
         plot_differences(os.path.join(staging, "differences.png"), rows, iqm)
         plot_budget_curves(os.path.join(staging, "budget_curves.png"), points)
-        plot_training_curves(os.path.join(staging, "training_curves.png"), load_histories(args.root))
+        plot_training_curves(os.path.join(staging, "training_curves.png"), histories)
+        os.makedirs(os.path.join(staging, "histories"))
+        for stage, by_run in histories.items():
+            for (env_id, seed), history in by_run.items():
+                record = {"env_id": env_id, "seed": seed, "stage": stage, "history": history}
+                with open(os.path.join(staging, "histories", f"{env_id}_seed{seed}_{stage}.json"), "w") as f:
+                    json.dump(record, f, indent=1, default=float)
         copies = {
-            "summaries": [s["_path"] for by_seed in runs.values() for by_wm in by_seed.values() for s in by_wm.values()]
+            "summaries": [
+                s["_path"] for by_seed in runs.values() for by_wm in by_seed.values() for s in by_wm.values()
+            ],
+            "histories": [],  # written into the staging folder above
         }
         copies["curves"] = [
             p["_path"]
@@ -639,10 +673,10 @@ def main(args: Args) -> dict:
             if "curve" in p
         ]
         for folder, paths in copies.items():
-            os.makedirs(os.path.join(staging, folder))
+            os.makedirs(os.path.join(staging, folder), exist_ok=True)
             for path in paths:
                 shutil.copy2(path, os.path.join(staging, folder))
-            if paths:
+            if os.listdir(os.path.join(staging, folder)):
                 os.makedirs(os.path.join(args.out, folder), exist_ok=True)
             for name in sorted(os.listdir(os.path.join(staging, folder))):
                 os.replace(os.path.join(staging, folder, name), os.path.join(args.out, folder, name))

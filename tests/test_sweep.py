@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -317,3 +318,38 @@ def test_report_on_hand_made_summaries(tmp_path):
     for name in ("differences.png", "training_curves.png"):
         assert (tmp_path / "results" / name).stat().st_size > 0
     assert len(list((tmp_path / "results" / "summaries").glob("*.json"))) == 10
+
+
+def test_report_adds_a_sweep_to_an_earlier_report(tmp_path):
+    """--include: a grid run in parts (its first sweep folder gone) makes one table; where both hold a run,
+    the sweep's own summary wins; training histories travel in the report (no checkpoints needed)."""
+    first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "results"
+    for root in (first, second):
+        os.makedirs(root / "summaries")
+    ones, twos = np.full(10, 10.0), np.full(10, 20.0)
+    (first / "summaries" / "hopper-medium-replay_seed0_ddpm.json").write_text(
+        json.dumps(fake_summary("hopper-medium-replay", 0, "ddpm", ones, ones, 5e-5))
+    )
+    (first / "summaries" / "hopper-expert_seed0_ddpm.json").write_text(
+        json.dumps(fake_summary("hopper-expert", 0, "ddpm", ones, ones, 5e-5))
+    )
+    os.makedirs(first / "checkpoints" / "hopper-medium-replay")
+    history = [{"step": 5, "score": 12.5}, {"step": 10, "score": 30.0}]
+    torch.save({"step": 10, "history": history}, first / "checkpoints" / "hopper-medium-replay" / "rebrac_seed0.pt")
+    report.main(report.Args(root=str(first), out=str(out), reps=100))
+    shutil.rmtree(first)  # the earlier sweep folder is gone; its report remains
+    (second / "summaries" / "hopper-expert_seed0_ddpm.json").write_text(
+        json.dumps(fake_summary("hopper-expert", 0, "ddpm", twos, ones, 5e-5))
+    )
+    (second / "summaries" / "hopper-medium_seed0_ddpm.json").write_text(
+        json.dumps(fake_summary("hopper-medium", 0, "ddpm", twos, ones, 5e-5))
+    )
+    result = report.main(report.Args(root=str(second), include=[str(out)], out=str(out), reps=100))
+    rows = {r["env_id"]: r for r in result["rows"]}
+    assert sorted(rows) == ["hopper-expert", "hopper-medium", "hopper-medium-replay"]
+    assert rows["hopper-expert"]["score"]["ddpm"][0] == 20.0  # the new sweep's run, not the earlier report's
+    assert rows["hopper-medium-replay"]["score"]["ddpm"][0] == 10.0
+    saved = json.loads((out / "histories" / "hopper-medium-replay_seed0_rebrac.json").read_text())
+    assert saved["history"] == history and report.load_histories(str(second), [str(out)])["rebrac"]
+    with pytest.raises(SystemExit, match="earlier report"):
+        report.Args(include=[str(tmp_path / "nothing")])
