@@ -351,7 +351,10 @@ def train(args: Args) -> dict:
     actor_target, critic_target_net = copy.deepcopy(actor), copy.deepcopy(critic)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
-    start, history = 0, []  # history: the evaluation curve, [{"step", "score"}], kept in the checkpoint
+    # history: the evaluation curve, [{"step", "score", "std", "seconds", "cpu_seconds"}], kept in the
+    # checkpoint; seconds / cpu_seconds: wall-clock / this process's CPU time spent on updates so far
+    # (resumes included, evaluations not): what a budget costs
+    start, history, spent_before = 0, [], (0.0, 0.0)
     ckpt = resume_checkpoint(args.checkpoint, args.env_id, "rebrac", args.seed) if args.resume else None
     may_change = ("eval_episodes", "eval_seed", "checkpoint_every")  # the evaluation and saving, not the training
     if ckpt is not None and not check_resume(ckpt, args.checkpoint, args, "total_updates", may_change):
@@ -371,6 +374,7 @@ def train(args: Args) -> dict:
             module.load_state_dict(ckpt[key])
         load_rng_state(ckpt["rng_state"], args.device)
         start, history = ckpt["step"], ckpt.get("history", [])
+        spent_before = (ckpt.get("seconds", 0.0), ckpt.get("cpu_seconds", 0.0))
         print(f"[rebrac] resuming {args.checkpoint} at update {start}")
 
     check_precision(args.precision, args.device, "rebrac")
@@ -434,12 +438,21 @@ def train(args: Args) -> dict:
                 "rng_state": save_rng_state(args.device),
                 "score": last_score,
                 "history": history,
+                **spent(),
                 "eval_env": eval_env,
             },
             to,
         )
 
     t0, t_log, cpu0 = time.time(), time.time(), time.process_time()
+    in_eval = [0.0, 0.0]  # wall-clock and CPU seconds of this run's evaluations
+
+    def spent() -> dict:
+        return {
+            "seconds": spent_before[0] + time.time() - t0 - in_eval[0],
+            "cpu_seconds": spent_before[1] + time.process_time() - cpu0 - in_eval[1],
+        }
+
     bar = tqdm(range(start, args.total_updates), initial=start, total=args.total_updates, desc="rebrac", mininterval=2)
     for step in bar:
         idx = torch.randint(0, n, (args.batch_size,), device=args.device)
@@ -457,11 +470,14 @@ def train(args: Args) -> dict:
             t_log = time.time()
         if (step + 1) % args.eval_every == 0 or step + 1 == args.total_updates:
             actor.eval()
+            eval_start = (time.time(), time.process_time())
             result = run_episodes(make_env, args.env_id, eval_seeds, actor_policy(actor, args.device))
+            in_eval[0] += time.time() - eval_start[0]
+            in_eval[1] += time.process_time() - eval_start[1]
             actor.train()
             scores, eval_env = score(result["outcomes"]), result["env"]
             last_score = float(np.mean(scores))
-            history.append({"step": step + 1, "score": last_score, "std": float(np.std(scores))})
+            history.append({"step": step + 1, "score": last_score, "std": float(np.std(scores)), **spent()})
             writer.add_scalar("eval/normalized_score", last_score, step + 1)
             writer.add_scalar("eval/return", float(np.mean(result["returns"])), step + 1)
             bar.write(f"[rebrac] update {step + 1}: normalised score {last_score:.1f} ± {np.std(scores):.1f}")

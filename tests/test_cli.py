@@ -22,6 +22,7 @@ SCRIPTS = {  # script -> a flag its --help must document
     "itpo_eval.py": "--particles",
     "benchmarks/world_model_speed.py": "--compile-too",
     "benchmarks/rebrac_speed.py": "--updates",
+    "benchmarks/rebrac_budget.py": "--eval-samples",
     "benchmarks/sweep.py": "--preset",
     "benchmarks/report.py": "--root",
 }
@@ -140,6 +141,12 @@ def test_every_stage_runs_from_its_command_line(pipeline):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "samples/s" in result.stdout and "x fp32" in result.stdout, result.stdout
+    budget = ["--env-id", env_id, "--samples", "64", "--eval-samples", "32", "--batch-sizes", "8", "16"]
+    result = run("benchmarks/rebrac_budget.py", *budget, "--eval-episodes", "1", "--targets", "-1000", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert "first hour at which" in result.stdout and "batch 16 fp32:  updates" in result.stdout, result.stdout
+    assert lines[-2].startswith("batch 8 fp32") and lines[-2].split()[-1] != "–", result.stdout  # reached at once
 
 
 def test_collect_dataset_runs_from_its_command_line(tmp_path):

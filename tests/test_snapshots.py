@@ -1,6 +1,7 @@
 """--snapshot-every: the checkpoints kept along training, which the budget curves evaluate ITPO with."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -73,3 +74,26 @@ def test_world_model_snapshots_hold_the_metrics_of_their_step(pipeline, tmp_path
 def test_a_snapshot_interval_off_the_evaluation_grid_is_refused(script):
     line = one_line_error(run(script, "--eval-every", "10", "--snapshot-every", "15"))
     assert "--snapshot-every" in line and "multiple of --eval-every" in line
+
+
+def test_rebrac_history_records_the_time_spent_on_updates(pipeline, tmp_path, monkeypatch):
+    """Each evaluation records the wall-clock and CPU seconds spent on updates so far: summed over a resume,
+    evaluations left out (benchmarks/rebrac_budget.py compares batch sizes by them)."""
+    slow_evaluation = rebrac.run_episodes
+
+    def run_episodes(*a, **kw):
+        time.sleep(1.0)  # an evaluation far longer than two updates of a 16-wide net
+        return slow_evaluation(*a, **kw)
+
+    monkeypatch.setattr(rebrac, "run_episodes", run_episodes)
+    path = str(tmp_path / "rebrac.pt")
+    small = dict(env_id=pipeline["env_id"], hidden_dim=16, batch_size=8, eval_every=2, eval_episodes=1, device="cpu")
+    rebrac.train(rebrac.Args(**small, total_updates=4, checkpoint_every=2, checkpoint=path, resume=True))
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    rebrac.train(rebrac.Args(**small, total_updates=6, checkpoint_every=2, checkpoint=path, resume=True))
+    history = torch.load(path, map_location="cpu", weights_only=True)["history"]
+    assert [h["step"] for h in history] == [2, 4, 6]
+    for clock in ("seconds", "cpu_seconds"):
+        spent = [h[clock] for h in history]
+        assert 0 < spent[0] <= spent[1] <= saved[clock] <= spent[2], (clock, spent, saved[clock])
+    assert history[-1]["seconds"] < 1.0, history  # three 1-second evaluations are not in it
