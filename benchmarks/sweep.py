@@ -92,7 +92,8 @@ PRESETS = {
         "meanflow_curve": [15, 30],
     },
     # cpu: past the thresholds measured on hopper-medium-replay (ReBRAC ≥ 100k updates at batch 256, DDPM
-    # held-out RMSE ≈ 0.1 at 50k steps), fp32 (these CPUs have no bf16 units), one thread per stage.
+    # held-out RMSE ≈ 0.1 at 50k steps), fp32 at batch 256 (per core-hour the fastest to a
+    # score, README: Precision), one thread per stage.
     "cpu": {
         "rebrac_updates": 200_000,
         "rebrac_batch_size": 256,
