@@ -14,6 +14,24 @@ torch.set_num_threads(1)
 ENV_ID = "hopper-medium-replay"
 
 
+def tiny_rebrac_args(**settings):
+    """rebrac.Args of the pipeline's ReBRAC checkpoint, with the given settings (tests that resume that
+    checkpoint must train it as it was trained)."""
+    import rebrac
+
+    base = dict(
+        env_id=ENV_ID,
+        total_updates=20,
+        batch_size=64,
+        hidden_dim=32,
+        eval_every=10**9,
+        checkpoint_every=10,
+        eval_episodes=2,
+        device="cpu",
+    )
+    return rebrac.Args(**{**base, **settings})
+
+
 def tiny_itpo_args(pipeline, **settings):
     """itpo_eval.Args on the pipeline's tiny checkpoints, on the CPU, with the given settings."""
     import itpo_eval
@@ -47,18 +65,7 @@ def pipeline(tmp_path_factory):
         )
     )
     ckpt = {k: str(work / f"checkpoints/{ENV_ID}/{k}_seed0.pt") for k in ("rebrac", "dynamics", "reward", "meanflow")}
-    rebrac.train(
-        rebrac.Args(
-            env_id=ENV_ID,
-            total_updates=20,
-            batch_size=64,
-            hidden_dim=32,
-            eval_every=10**9,
-            checkpoint_every=10,
-            eval_episodes=2,
-            device="cpu",
-        )
-    )
+    rebrac.train(tiny_rebrac_args())
     train_dynamics.main(
         train_dynamics.Args(
             env_id=ENV_ID,

@@ -14,7 +14,7 @@ import meanflow_onestep
 import rebrac
 import train_dynamics
 import train_reward
-from conftest import tiny_itpo_args
+from conftest import tiny_itpo_args, tiny_rebrac_args
 
 
 def exit_message(call) -> str:
@@ -88,19 +88,7 @@ def test_unreadable_collection_record_is_one_line(tmp_path, monkeypatch, record)
 # --resume of a checkpoint that is finished, past the budget, or trained with other settings
 # ---------------------------------------------------------------------------------------------
 def rebrac_args(path, **kw):
-    base = dict(
-        env_id="hopper-medium-replay",
-        total_updates=20,
-        batch_size=64,
-        hidden_dim=32,
-        eval_every=10**9,
-        checkpoint_every=10,
-        eval_episodes=1,
-        checkpoint=path,
-        resume=True,
-        device="cpu",
-    )
-    return rebrac.Args(**{**base, **kw})
+    return tiny_rebrac_args(eval_episodes=1, checkpoint=path, resume=True, **kw)
 
 
 def test_rebrac_resume(pipeline, tmp_path, capsys):

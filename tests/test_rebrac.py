@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import rebrac
+from conftest import tiny_rebrac_args
 
 # The (β_a, β_c) table of CORL's ReBRAC configs, written out again so that the script's copy is checked against it.
 DESIGN_TABLE = """
@@ -125,20 +126,7 @@ def test_end_to_end_checkpoint_and_resume(pipeline, capsys):
     assert len(ckpt["actor_opt"]["state"]) == len(list(actor.parameters()))  # Adam's moments, to resume
     resumed = str(pipeline["work"] / "resumed.pt")
     torch.save(ckpt, resumed)
-    rebrac.train(
-        rebrac.Args(
-            env_id="hopper-medium-replay",
-            total_updates=30,
-            batch_size=64,
-            hidden_dim=32,
-            eval_every=10**9,
-            checkpoint_every=10,
-            eval_episodes=1,
-            checkpoint=resumed,
-            resume=True,
-            device="cpu",
-        )
-    )
+    rebrac.train(tiny_rebrac_args(total_updates=30, eval_episodes=1, checkpoint=resumed, resume=True))
     assert "resuming" in capsys.readouterr().out
     after = torch.load(resumed, weights_only=True)
     assert after["step"] == 30
