@@ -597,13 +597,10 @@ class Sweep:
             "run_name": name,
         }
 
-    def models_key(self, node: Node, paths: dict) -> dict:
-        """Which checkpoints an evaluation uses: step and content hash of each (read once: the node keeps
-        each checkpoint's step and metrics for its summary)."""
-        node.context["models"] = models_info(paths)
-        return {
-            s: {"step": info["step"], "sha256": file_digest(info["path"])} for s, info in node.context["models"].items()
-        }
+    def models_key(self, models: dict) -> dict:
+        """Which checkpoints an evaluation uses: step and content hash of each (`models`: `models_info`'s,
+        which the node keeps for its summary: each checkpoint is read once)."""
+        return {s: {"step": info["step"], "sha256": file_digest(info["path"])} for s, info in models.items()}
 
     def eval_key(self, kwargs: dict, models: dict, alpha: dict | None = None) -> dict:
         itpo = {k: v for k, v in kwargs.items() if k not in ("device", "run_name")}
@@ -649,7 +646,8 @@ class Sweep:
         wm = node.context["wm"]
         if node.stage.startswith("curve-"):
             return self.prepare_curve(node)
-        models = self.models_key(node, self.model_paths(env_id, seed, wm))
+        node.context["models"] = models_info(self.model_paths(env_id, seed, wm))
+        models = self.models_key(node.context["models"])
         if node.stage.startswith("tune-"):
             kwargs = self.itpo_kwargs(env_id, seed, wm, node.context["alpha"], tuning=True)
             key = self.eval_key(kwargs, models)
@@ -681,7 +679,8 @@ class Sweep:
             )
         alpha = self.alpha_record(env_id, seed, wm)
         kwargs = self.itpo_kwargs(env_id, seed, wm, alpha["chosen"], tuning=False, paths=paths, tag=f"_{vary}{step}")
-        key = self.eval_key(kwargs, self.models_key(node, paths), alpha)
+        node.context["models"] = models_info(paths)
+        key = self.eval_key(kwargs, self.models_key(node.context["models"]), alpha)
         node.context.update(key=key, alpha=alpha)
         old = read_json(self.curve_path(env_id, seed, wm, vary, step))
         if old is not None and old.get("sweep_key") == key:
