@@ -694,7 +694,8 @@ def fit(
 ) -> dict:
     """Train `model` on minibatches of `train` with `loss_fn(model, batch)`; every `args.eval_every`
     steps log the dict `evaluate(model, held_out)`; checkpoint atomically at `path` with the model's
-    config and `meta` (and every `args.snapshot_every` steps a snapshot beside it); honour --resume.
+    config and `meta` (and every `args.snapshot_every` steps a snapshot beside it); honour --resume
+    (refusing a checkpoint whose `meta` differs from this run's: what the model was trained under).
     With `ema_decay`, an exponential moving average of the weights
     is what is evaluated and saved as "model" (the raw weights are kept for resuming).
     `args.precision` bf16 runs `loss_fn` under autocast (the loss itself is fp32, as the models cast
@@ -710,6 +711,13 @@ def fit(
         )
     start, history = 0, []  # history: the held-out metrics at each evaluation, kept in the checkpoint
     ckpt = resume_checkpoint(path, args.env_id, stage, args.seed) if args.resume else None
+    changed = {k: v for k, v in (meta or {}).items() if ckpt is not None and k in ckpt and ckpt[k] != v}
+    require(
+        not changed,
+        f"--resume: {path} was trained with "
+        + ", ".join(f"{k} {ckpt[k]} (this run: {v})" for k, v in changed.items())
+        + "; drop --resume (or pass another --checkpoint) to train anew",
+    )
     if ckpt is not None and not check_resume(ckpt, path, args, "total_steps", ("rebrac_checkpoint",)):
         print(f"[{stage}] {path} is already at step {ckpt['step']} of {args.total_steps}: nothing to train")
         return ckpt.get("metrics", {})

@@ -205,10 +205,11 @@ def load_meanflow(path: str, env_id: str, seed: int = 0, device: str = "cpu") ->
 
 def main(args: Args) -> dict:
     train, held_out, path = prepare(args, "meanflow")
-    actor = None
+    actor, tilt_step = None, None
     if not math.isinf(args.tilt_temperature):
         rebrac_path = args.rebrac_checkpoint or checkpoint_path(args.env_id, "rebrac", args.seed)
-        actor = load_rebrac(rebrac_path, args.env_id, args.seed)[0].to(args.device).eval()
+        actor, _, rebrac = load_rebrac(rebrac_path, args.env_id, args.seed)
+        actor, tilt_step = actor.to(args.device).eval(), rebrac["step"]
     train["tilt"] = tilt_weights(actor, train["observations"], train["actions"], args.tilt_temperature)
     print(
         f"[meanflow] tilt τ={args.tilt_temperature}: effective sample size "
@@ -228,7 +229,8 @@ def main(args: Args) -> dict:
         train,
         held_out,
         path,
-        meta={"tilt_temperature": args.tilt_temperature},
+        # which ReBRAC tilted the data: resuming under another one's tilt would train on two weightings
+        meta={"tilt_temperature": args.tilt_temperature, "tilt_rebrac_step": tilt_step},
         ema_decay=args.ema_decay,
     )
 

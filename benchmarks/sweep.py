@@ -639,6 +639,7 @@ class Sweep:
             path, budget = self.ckpt(env_id, node.stage, seed), self.budget(node.stage)
             step = checkpoint_step(path)
             if step is not None and step >= budget:
+                self.check_tilt(node, path)
                 node.status, node.detail = "skipped", f"checkpoint at step {step} ≥ {budget}"
                 return None
             node.detail = f"resuming at step {step}" if step is not None else ""
@@ -667,6 +668,20 @@ class Sweep:
             return None
         node.detail = f"α={alpha['chosen']!r}"
         return (*STAGE_ENTRY["itpo"], kwargs, True)
+
+    def check_tilt(self, node: Node, path: str) -> None:
+        """A finished MeanFlow must have been tilted by the ReBRAC this sweep trains (not, say, by the 100k
+        checkpoint of a ReBRAC since extended to 200k); an unfinished one refuses to resume by itself."""
+        if node.stage != "meanflow":
+            return
+        import torch
+
+        tilted_by = torch.load(path, map_location="cpu", weights_only=True).get("tilt_rebrac_step")
+        if tilted_by is not None and tilted_by != self.budget("rebrac"):
+            raise RuntimeError(
+                f"{path} was tilted by ReBRAC at update {tilted_by}, but this sweep's ReBRAC trains to "
+                f"{self.budget('rebrac')}: delete it and its _step snapshots to retrain MeanFlow"
+            )
 
     def prepare_curve(self, node: Node) -> tuple | None:
         """A point of a budget curve: ITPO with one stage's snapshot, α as chosen for the final models."""

@@ -169,23 +169,18 @@ def test_dynamics_and_meanflow_resume_at_the_saved_step(pipeline, capsys):
         path = str(pipeline["work"] / f"resume_{key}.pt")
         shutil.copy(pipeline["ckpt"][key], path)
         before = torch.load(path, weights_only=True)
-        module.main(
-            module.Args(
-                env_id=pipeline["env_id"],
-                hidden_dim=32,
-                num_layers=2,
-                total_steps=before["step"] + 20,
-                eval_every=10,
-                holdout=20,
-                device="cpu",
-                checkpoint=path,
-                resume=True,
-                **kwargs,
-            )
-        )
+        tiny = dict(env_id=pipeline["env_id"], hidden_dim=32, num_layers=2, eval_every=10, holdout=20, device="cpu")
+        resume = lambda total: module.Args(**tiny, total_steps=total, checkpoint=path, resume=True, **kwargs)  # noqa: E731
+        module.main(resume(before["step"] + 20))
         assert f"resuming {path} at step {before['step']}" in capsys.readouterr().out
         after = torch.load(path, weights_only=True)
         assert after["step"] == before["step"] + 20
         if key == "meanflow":  # the EMA is saved for sampling, the raw weights for resuming
             assert set(after) >= {"model", "raw_model"}
             assert not torch.equal(after["model"]["net.0.weight"], after["raw_model"]["net.0.weight"])
+            # data tilted by another ReBRAC checkpoint than this run's: resuming would mix two weightings
+            tilted_by = after["tilt_rebrac_step"]
+            assert tilted_by == torch.load(pipeline["ckpt"]["rebrac"], weights_only=True)["step"]
+            torch.save({**after, "tilt_rebrac_step": tilted_by + 1}, path)
+            with pytest.raises(SystemExit, match=f"tilt_rebrac_step {tilted_by + 1} \\(this run: {tilted_by}\\)"):
+                module.main(resume(after["step"] + 20))
