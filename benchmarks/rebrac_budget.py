@@ -60,8 +60,10 @@ class Args:
 
 
 def first_hour(history: list[dict], target: float, clock: str) -> float | None:
-    """The hours (`clock`: "seconds" or "cpu_seconds") at the first evaluation that reached `target`."""
-    return next((h[clock] / 3600 for h in history if h["score"] >= target), None)
+    """The hours (`clock`: "seconds" or "cpu_seconds") at the first evaluation that reached `target`: None
+    if none did, nan if that evaluation has no such clock (checkpoints of older versions lack it)."""
+    first = next((h for h in history if h["score"] >= target), None)
+    return None if first is None else first.get(clock, float("nan")) / 3600
 
 
 def main(args: Args) -> dict:
@@ -93,16 +95,15 @@ def main(args: Args) -> dict:
     for (batch_size, precision), history in curves.items():
         print(f"\nbatch {batch_size} {precision}:  updates   samples   hours   score")
         for h in history:
-            print(
-                f"{'':20s}{h['step']:8d} {h['step'] * batch_size / 1e6:8.1f}M {h[clock] / 3600:7.2f} {h['score']:7.1f}"
-            )
-    print("\nfirst hour at which ReBRAC's own evaluation reached a score (–: not within the budget):")
+            hours = f"{h[clock] / 3600:7.2f}" if clock in h else f"{'?':>7}"  # older checkpoints lack the clock
+            print(f"{'':20s}{h['step']:8d} {h['step'] * batch_size / 1e6:8.1f}M {hours} {h['score']:7.1f}")
+    print("\nfirst hour at which ReBRAC's own evaluation reached a score (–: not within the budget, ?: not timed):")
     print("variant".ljust(24) + "".join(f"≥{t:g}".rjust(9) for t in args.targets))
     for (batch_size, precision), history in curves.items():
         hours = [first_hour(history, t, clock) for t in args.targets]
         print(
             f"batch {batch_size} {precision}".ljust(24)
-            + "".join(f"{'–' if h is None else f'{h:.2f}':>9}" for h in hours)
+            + "".join(f"{'–' if h is None else '?' if h != h else f'{h:.2f}':>9}" for h in hours)
         )
     return curves
 

@@ -97,3 +97,18 @@ def test_rebrac_history_records_the_time_spent_on_updates(pipeline, tmp_path, mo
         spent = [h[clock] for h in history]
         assert 0 < spent[0] <= spent[1] <= saved[clock] <= spent[2], (clock, spent, saved[clock])
     assert history[-1]["seconds"] < 1.0, history  # three 1-second evaluations are not in it
+
+
+def test_rebrac_budget_reads_histories_from_before_the_clock():
+    """Checkpoints of older versions have evaluations without cpu_seconds: unknown hours, not a KeyError."""
+    import math
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import rebrac_budget
+
+    history = [{"step": 2, "score": 30.0}, {"step": 4, "score": 60.0, "cpu_seconds": 7200.0}]
+    assert rebrac_budget.first_hour(history, 50.0, "cpu_seconds") == 2.0
+    assert rebrac_budget.first_hour(history, 90.0, "cpu_seconds") is None
+    assert math.isnan(rebrac_budget.first_hour(history, 20.0, "cpu_seconds"))  # reached, but not timed
