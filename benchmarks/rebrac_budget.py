@@ -12,6 +12,7 @@ summed over resumes: on a CPU the process's CPU time (one thread: core-hours), w
 shared machine do not inflate; on a GPU wall-clock time.
 """
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ def main(args: Args) -> dict:
         hours = [first_hour(history, t, clock) for t in args.targets]
         print(
             f"batch {batch_size} {precision}".ljust(24)
-            + "".join(f"{'–' if h is None else '?' if h != h else f'{h:.2f}':>9}" for h in hours)
+            + "".join(f"{'–' if h is None else '?' if math.isnan(h) else f'{h:.2f}':>9}" for h in hours)
         )
     return curves
 

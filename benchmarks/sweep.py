@@ -362,14 +362,15 @@ def plain(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def checkpoint_step(path: str) -> int | None:
-    """The saved step of a checkpoint, or None where there is none (or it cannot be read)."""
+def read_checkpoint(path: str) -> dict | None:
+    """A saved checkpoint (its "step" an int), or None where there is none (or it cannot be read)."""
     if not os.path.exists(path):
         return None
     import torch
 
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return {**ckpt, "step": int(ckpt["step"])}
     except Exception:  # noqa: BLE001 - unreadable: not complete; the stage runs and its resume names the file
         return None
 
@@ -637,9 +638,10 @@ class Sweep:
             return self.prepare_dataset(node)
         if node.stage in TRAIN_STAGES:
             path, budget = self.ckpt(env_id, node.stage, seed), self.budget(node.stage)
-            step = checkpoint_step(path)
+            ckpt = read_checkpoint(path)
+            step = None if ckpt is None else ckpt["step"]
             if step is not None and step >= budget:
-                self.check_tilt(node, path)
+                self.check_tilt(node, ckpt, path)
                 node.status, node.detail = "skipped", f"checkpoint at step {step} ≥ {budget}"
                 return None
             node.detail = f"resuming at step {step}" if step is not None else ""
@@ -669,14 +671,12 @@ class Sweep:
         node.detail = f"α={alpha['chosen']!r}"
         return (*STAGE_ENTRY["itpo"], kwargs, True)
 
-    def check_tilt(self, node: Node, path: str) -> None:
+    def check_tilt(self, node: Node, ckpt: dict, path: str) -> None:
         """A finished MeanFlow must have been tilted by the ReBRAC this sweep trains (not, say, by the 100k
         checkpoint of a ReBRAC since extended to 200k); an unfinished one refuses to resume by itself."""
         if node.stage != "meanflow":
             return
-        import torch
-
-        tilted_by = torch.load(path, map_location="cpu", weights_only=True).get("tilt_rebrac_step")
+        tilted_by = ckpt.get("tilt_rebrac_step")
         if tilted_by is not None and tilted_by != self.budget("rebrac"):
             raise RuntimeError(
                 f"{path} was tilted by ReBRAC at update {tilted_by}, but this sweep's ReBRAC trains to "
