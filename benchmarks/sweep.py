@@ -640,8 +640,9 @@ class Sweep:
             path, budget = self.ckpt(env_id, node.stage, seed), self.budget(node.stage)
             ckpt = read_checkpoint(path)
             step = None if ckpt is None else ckpt["step"]
-            if step is not None and step >= budget:
+            if ckpt is not None:
                 self.check_tilt(node, ckpt, path)
+            if step is not None and step >= budget:
                 node.status, node.detail = "skipped", f"checkpoint at step {step} ≥ {budget}"
                 return None
             node.detail = f"resuming at step {step}" if step is not None else ""
@@ -672,8 +673,8 @@ class Sweep:
         return (*STAGE_ENTRY["itpo"], kwargs, True)
 
     def check_tilt(self, node: Node, ckpt: dict, path: str) -> None:
-        """A finished MeanFlow must have been tilted by the ReBRAC this sweep trains (not, say, by the 100k
-        checkpoint of a ReBRAC since extended to 200k); an unfinished one refuses to resume by itself."""
+        """A saved MeanFlow, finished or not, must have been tilted by the ReBRAC this sweep trains (not, say,
+        by the 100k checkpoint of a ReBRAC since extended to 200k): to be reused, or resumed."""
         if node.stage != "meanflow":
             return
         tilted_by = ckpt.get("tilt_rebrac_step")

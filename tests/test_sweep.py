@@ -143,14 +143,14 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
         assert summary["settings"]["step_size"] == 5e-5
         assert summary["sweep_key"]["checkpoints"]["reward"]["step"] == 45
 
-    # ReBRAC extended past the update that tilted MeanFlow's data: MeanFlow is not silently reused.
-    fourth = sweep.main(
-        sweep.Args(**{**vars(args), "reward_steps": 45, "step_size": 5e-5, "report": False, "rebrac_updates": 30})
-    )
+    # ReBRAC extended past the update that tilted MeanFlow's data: MeanFlow is neither reused nor resumed (its
+    # budget raised too, so that the sweep, not only `fit`, must catch it), and the message says what to do.
+    extended = {"reward_steps": 45, "step_size": 5e-5, "report": False, "rebrac_updates": 30, "meanflow_steps": 45}
+    fourth = sweep.main(sweep.Args(**{**vars(args), **extended}))
     assert fourth["statuses"][(env_id, 0, "rebrac")] == "done"
     assert fourth["failed"] == [(env_id, 0, "meanflow")]
     failure = (root / "failures").glob("*meanflow*")
-    assert "tilted by ReBRAC at update 20, but this sweep's ReBRAC trains to 30" in next(failure).read_text()
+    assert "tilted by ReBRAC at update 20, but this sweep's ReBRAC trains to 30: delete it" in next(failure).read_text()
 
 
 def test_overlapping_tuning_and_evaluation_seeds_are_refused():
