@@ -2,6 +2,7 @@
 
     python benchmarks/precision_check.py --env-id hopper-medium-replay --checkpoints checkpoints
     python benchmarks/precision_check.py --states 10 --particles 64 256 --train-steps 2000
+    python benchmarks/precision_check.py --episodes 10 --score-particles 32 --step-size 5e-5   # paired scores
 
 ITPO: at N dataset states, with the trained ReBRAC actor as ψ, ∇ψĴ is computed in fp32 and under each bf16
 scheme at the same noise ε, and in fp32 at another noise; per state, the cosine of the bf16 gradient with
@@ -12,6 +13,9 @@ below (COS_BOUND, NOISE_BOUND), and |ΔĴ| / |Ĵ|. Schemes:
   whole  the whole inner step under autocast (π_ψ, r_ξ, Q_φ and f_θ)
 World models: the held-out one-step RMSE of the same trained model with inference in fp32 and in bf16
 (against fp32 at another noise), and with --train-steps S, of a DDPM trained S steps in fp32 and in bf16.
+Scores (--episodes N): ITPO on N real episodes with `itpo_eval.py --precision fp32` and `--precision bf16`,
+same checkpoints, noise seed and env seeds: both scores per episode, their paired difference with its
+bootstrap interval, and ms per env step both ways (wall time).
 """
 
 import os
@@ -73,6 +77,16 @@ class Args:
     """bf16 schemes for ITPO (see the module docstring)"""
     train_steps: int = 0
     """also train a DDPM this many steps in fp32 and in bf16 (batch 256) and compare their RMSE; 0: skip"""
+    episodes: int = 0
+    """also run ITPO on this many real episodes in fp32 and in bf16 and pair their scores; 0: skip"""
+    score_particles: int = 32
+    """M of those episodes (the cpu preset's)"""
+    step_size: float = 5e-5
+    """α of those episodes (the sweep's chosen α: its summaries/ record it)"""
+    eval_seed: int = 1000
+    """episode i of those runs uses env seed eval_seed + i"""
+    max_episode_steps: int | None = None
+    """cut those episodes at this many steps (default: the env's limit)"""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """torch device"""
 
@@ -81,6 +95,8 @@ class Args:
         require_positive(self, "states", "horizon")
         require(all(m > 0 for m in self.particles), f"--particles must be positive, not {self.particles}")
         require(self.train_steps >= 0, f"--train-steps must be 0 or positive, not {self.train_steps}")
+        require(self.episodes >= 0, f"--episodes must be 0 or positive, not {self.episodes}")
+        require_positive(self, "score_particles")
 
 
 def flat_per_state(grads: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -212,6 +228,49 @@ def training_check(args: Args) -> None:
     )
 
 
+def score_check(args: Args, world_model: str) -> dict:
+    """ITPO's score on the same episodes with --precision fp32 and bf16: per episode, paired Δ, ms per env step."""
+    from report import paired_difference
+
+    root = args.checkpoints
+    summaries = {}
+    for precision in ("fp32", "bf16"):
+        summaries[precision] = itpo_eval.main(
+            itpo_eval.Args(
+                env_id=args.env_id,
+                seed=args.seed,
+                world_model=world_model,
+                horizon=args.horizon,
+                particles=args.score_particles,
+                step_size=args.step_size,
+                episodes=args.episodes,
+                eval_seed=args.eval_seed,
+                max_episode_steps=args.max_episode_steps,
+                baseline=precision == "fp32",  # ReBRAC's score on these episodes, once
+                rebrac_checkpoint=checkpoint_path(args.env_id, "rebrac", args.seed, root),
+                dynamics_checkpoint=checkpoint_path(args.env_id, STAGES[world_model], args.seed, root),
+                reward_checkpoint=checkpoint_path(args.env_id, "reward", args.seed, root),
+                device=args.device,
+                precision=precision,
+                run_name=f"precision_check_{args.env_id}_seed{args.seed}_{world_model}_{precision}",
+            )
+        )
+    fp32, bf16 = (summaries[p]["itpo"] for p in ("fp32", "bf16"))
+    delta = paired_difference(bf16["normalized_scores"], fp32["normalized_scores"])
+    ms = {p: summaries[p]["itpo"]["seconds_per_env_step"] * 1e3 for p in summaries}
+    rebrac_mean = summaries["fp32"]["rebrac"]["mean"]
+    tag = f"{world_model} M={args.score_particles} H={args.horizon} α={args.step_size:g}"
+    print(f"{tag}: ITPO per episode (env seeds {args.eval_seed}..{args.eval_seed + args.episodes - 1})")
+    print(f"    fp32: {' '.join(f'{x:.1f}' for x in fp32['normalized_scores'])}")
+    print(f"    bf16: {' '.join(f'{x:.1f}' for x in bf16['normalized_scores'])}")
+    print(
+        f"{tag}: ITPO fp32 {fp32['mean']:.1f}, bf16 {bf16['mean']:.1f} (ReBRAC {rebrac_mean:.1f}); "
+        f"bf16 − fp32 paired {delta[0]:+.1f} [{delta[1]:+.1f}, {delta[2]:+.1f}] (95 % bootstrap over episodes); "
+        f"{ms['fp32']:.1f} vs {ms['bf16']:.1f} ms per env step (wall; bf16 / fp32 time {ms['bf16'] / ms['fp32']:.2f}x)"
+    )
+    return {"fp32": fp32, "bf16": bf16, "delta": delta}
+
+
 def main(args: Args) -> None:
     seed_everything(args.seed)
     clock = "wall" if args.device.startswith("cuda") else "this process's CPU"
@@ -223,6 +282,8 @@ def main(args: Args) -> None:
     for world_model in args.world_models:
         rmse_check(args, world_model, data)
         gradient_check(args, world_model, states)
+        if args.episodes:
+            score_check(args, world_model)
     if args.train_steps:
         training_check(args)
 

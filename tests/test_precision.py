@@ -167,3 +167,37 @@ def test_under_bf16_only_the_world_models_network_computes_in_bf16():
     agent(torch.randn(2, D).numpy(), torch.ones(2, dtype=torch.bool).numpy())
     assert dtypes["world"] == {torch.bfloat16}
     assert dtypes["actor"] == dtypes["critic"] == dtypes["reward"] == {torch.float32}
+
+
+def test_precision_check_pairs_the_fp32_and_bf16_scores_of_the_same_episodes(pipeline, tmp_path):
+    """`precision_check.py --episodes N` runs ITPO once per precision on the same episodes and prints both
+    scores per episode and their paired mean; each run's summary records the precision it ran in."""
+    import json
+    import re
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = ["--checkpoints", str(pipeline["work"] / "checkpoints"), "--states", "2", "--particles", "4"]
+    argv += ["--schemes", "world", "--episodes", "2", "--score-particles", "4", "--max-episode-steps", "5"]
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "precision_check.py"), *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = {
+        p: [float(x) for x in re.search(rf"\n {{4}}{p}: (.*)\n", result.stdout).group(1).split()]
+        for p in ("fp32", "bf16")
+    }
+    assert len(scores["fp32"]) == len(scores["bf16"]) == 2
+    paired = float(re.search(r"bf16 − fp32 paired ([+-][\d.]+)", result.stdout).group(1))
+    assert abs(paired - (sum(scores["bf16"]) - sum(scores["fp32"])) / 2) < 0.11  # printed to one decimal
+    for precision in ("fp32", "bf16"):
+        run = tmp_path / "runs" / f"precision_check_{pipeline['env_id']}_seed0_ddpm_{precision}" / "summary.json"
+        summary = json.loads(run.read_text())
+        assert summary["settings"]["precision"] == precision
+        assert ("rebrac" in summary) == (precision == "fp32")
+        assert [round(x, 1) for x in summary["itpo"]["normalized_scores"]] == scores[precision]
