@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -97,6 +97,17 @@ class Args:
         require(self.train_steps >= 0, f"--train-steps must be 0 or positive, not {self.train_steps}")
         require(self.episodes >= 0, f"--episodes must be 0 or positive, not {self.episodes}")
         require_positive(self, "score_particles")
+        require(self.eval_seed >= 0, f"--eval-seed must be ≥ 0 (gymnasium's seeds are), not {self.eval_seed}")
+        require(
+            self.max_episode_steps is None or self.max_episode_steps > 0,
+            f"--max-episode-steps must be positive, not {self.max_episode_steps}",
+        )
+        defaults = {f.name: f.default for f in fields(self)}
+        score_flags = ("score_particles", "step_size", "eval_seed", "max_episode_steps")
+        require(
+            self.episodes > 0 or all(getattr(self, k) == defaults[k] for k in score_flags),
+            "--score-particles, --step-size, --eval-seed and --max-episode-steps set the score runs: add --episodes N",
+        )
 
 
 def flat_per_state(grads: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -114,17 +125,24 @@ def noise_ratios(bf16: dict, fp32_a: dict, fp32_b: dict) -> np.ndarray:
     return (1 - cosines(bf16, fp32_a)) / np.maximum(1 - cosines(fp32_a, fp32_b), 1e-12)
 
 
+def checkpoints(args: Args, world_model: str) -> dict[str, str]:
+    """itpo_eval.Args' checkpoint fields: the trained models of --seed under --checkpoints."""
+    root = args.checkpoints
+    return {
+        "rebrac_checkpoint": checkpoint_path(args.env_id, "rebrac", args.seed, root),
+        "dynamics_checkpoint": checkpoint_path(args.env_id, STAGES[world_model], args.seed, root),
+        "reward_checkpoint": checkpoint_path(args.env_id, "reward", args.seed, root),
+    }
+
+
 def gradient_check(args: Args, world_model: str, states: torch.Tensor) -> None:
     """Per state: cos(∇ψĴ bf16, ∇ψĴ fp32) at the same noise against cos(fp32 noise A, fp32 noise B)."""
-    root = args.checkpoints
     model_args = itpo_eval.Args(
         env_id=args.env_id,
         seed=args.seed,
         world_model=world_model,
         device=args.device,
-        rebrac_checkpoint=checkpoint_path(args.env_id, "rebrac", args.seed, root),
-        dynamics_checkpoint=checkpoint_path(args.env_id, STAGES[world_model], args.seed, root),
-        reward_checkpoint=checkpoint_path(args.env_id, "reward", args.seed, root),
+        **checkpoints(args, world_model),
     )
     actor, critic, world, reward, rebrac_args = itpo_eval.load_models(model_args)
     gamma, reward_scale = rebrac_args["gamma"], rebrac_args["reward_scale"]
@@ -228,11 +246,10 @@ def training_check(args: Args) -> None:
     )
 
 
-def score_check(args: Args, world_model: str) -> dict:
+def score_check(args: Args, world_model: str) -> None:
     """ITPO's score on the same episodes with --precision fp32 and bf16: per episode, paired Δ, ms per env step."""
     from report import paired_difference
 
-    root = args.checkpoints
     summaries = {}
     for precision in ("fp32", "bf16"):
         summaries[precision] = itpo_eval.main(
@@ -247,9 +264,7 @@ def score_check(args: Args, world_model: str) -> dict:
                 eval_seed=args.eval_seed,
                 max_episode_steps=args.max_episode_steps,
                 baseline=precision == "fp32",  # ReBRAC's score on these episodes, once
-                rebrac_checkpoint=checkpoint_path(args.env_id, "rebrac", args.seed, root),
-                dynamics_checkpoint=checkpoint_path(args.env_id, STAGES[world_model], args.seed, root),
-                reward_checkpoint=checkpoint_path(args.env_id, "reward", args.seed, root),
+                **checkpoints(args, world_model),
                 device=args.device,
                 precision=precision,
                 run_name=f"precision_check_{args.env_id}_seed{args.seed}_{world_model}_{precision}",
@@ -268,7 +283,6 @@ def score_check(args: Args, world_model: str) -> dict:
         f"bf16 − fp32 paired {delta[0]:+.1f} [{delta[1]:+.1f}, {delta[2]:+.1f}] (95 % bootstrap over episodes); "
         f"{ms['fp32']:.1f} vs {ms['bf16']:.1f} ms per env step (wall; bf16 / fp32 time {ms['bf16'] / ms['fp32']:.2f}x)"
     )
-    return {"fp32": fp32, "bf16": bf16, "delta": delta}
 
 
 def main(args: Args) -> None:

@@ -201,3 +201,17 @@ def test_precision_check_pairs_the_fp32_and_bf16_scores_of_the_same_episodes(pip
         assert summary["settings"]["precision"] == precision
         assert ("rebrac" in summary) == (precision == "fp32")
         assert [round(x, 1) for x in summary["itpo"]["normalized_scores"]] == scores[precision]
+
+
+def test_precision_check_refuses_score_flags_without_episodes():
+    """--step-size and the other score-run flags do nothing without --episodes: a one-line error, not a silent run."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "precision_check.py"), "--step-size", "5e-6"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1 and "add --episodes N" in lines[0], result.stderr
