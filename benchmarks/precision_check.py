@@ -14,8 +14,9 @@ below (COS_BOUND, NOISE_BOUND), and |ΔĴ| / |Ĵ|. Schemes:
 World models: the held-out one-step RMSE of the same trained model with inference in fp32 and in bf16
 (against fp32 at another noise), and with --train-steps S, of a DDPM trained S steps in fp32 and in bf16.
 Scores (--episodes N): ITPO on N real episodes with `itpo_eval.py --precision fp32` and `--precision bf16`,
-same checkpoints, noise seed and env seeds: both scores per episode, their paired difference with its
-bootstrap interval, and ms per env step both ways (wall time).
+same checkpoints, noise seed and env seeds, and in fp32 at another noise seed (the score's own sampling noise,
+as the second fp32 gradient is the gradient's): the scores per episode, the paired differences bf16 − fp32 and
+fp32 noise B − fp32 with their bootstrap intervals, and ms per env step both ways (wall time).
 """
 
 import os
@@ -247,15 +248,22 @@ def training_check(args: Args) -> None:
 
 
 def score_check(args: Args, world_model: str) -> None:
-    """ITPO's score on the same episodes with --precision fp32 and bf16: per episode, paired Δ, ms per env step."""
+    """ITPO's score on the same episodes with --precision fp32 and bf16 at the same noise, and in fp32 at another
+    noise (the score's own sampling noise, the yardstick of the bf16 − fp32 difference): per episode, the paired
+    differences, ms per env step."""
     from report import paired_difference
 
+    runs = {  # label: (precision, noise seed); the checkpoints are --seed's in every run
+        "fp32": ("fp32", args.seed),
+        "bf16": ("bf16", args.seed),
+        "fp32 noise B": ("fp32", args.seed + 1),
+    }
     summaries = {}
-    for precision in ("fp32", "bf16"):
-        summaries[precision] = itpo_eval.main(
+    for label, (precision, noise_seed) in runs.items():
+        summaries[label] = itpo_eval.main(
             itpo_eval.Args(
                 env_id=args.env_id,
-                seed=args.seed,
+                seed=noise_seed,
                 world_model=world_model,
                 horizon=args.horizon,
                 particles=args.score_particles,
@@ -263,24 +271,27 @@ def score_check(args: Args, world_model: str) -> None:
                 episodes=args.episodes,
                 eval_seed=args.eval_seed,
                 max_episode_steps=args.max_episode_steps,
-                baseline=precision == "fp32",  # ReBRAC's score on these episodes, once
+                baseline=label == "fp32",  # ReBRAC's score on these episodes, once
                 **checkpoints(args, world_model),
                 device=args.device,
                 precision=precision,
-                run_name=f"precision_check_{args.env_id}_seed{args.seed}_{world_model}_{precision}",
+                run_name=f"precision_check_{args.env_id}_seed{args.seed}_{world_model}_{label.replace(' ', '_')}",
             )
         )
-    fp32, bf16 = (summaries[p]["itpo"] for p in ("fp32", "bf16"))
-    delta = paired_difference(bf16["normalized_scores"], fp32["normalized_scores"])
-    ms = {p: summaries[p]["itpo"]["seconds_per_env_step"] * 1e3 for p in summaries}
-    rebrac_mean = summaries["fp32"]["rebrac"]["mean"]
+    itpo = {label: summaries[label]["itpo"] for label in runs}
+    fp32 = itpo["fp32"]["normalized_scores"]
+    delta = paired_difference(itpo["bf16"]["normalized_scores"], fp32)
+    noise = paired_difference(itpo["fp32 noise B"]["normalized_scores"], fp32)
+    ms = {label: itpo[label]["seconds_per_env_step"] * 1e3 for label in ("fp32", "bf16")}
     tag = f"{world_model} M={args.score_particles} H={args.horizon} α={args.step_size:g}"
     print(f"{tag}: ITPO per episode (env seeds {args.eval_seed}..{args.eval_seed + args.episodes - 1})")
-    print(f"    fp32: {' '.join(f'{x:.1f}' for x in fp32['normalized_scores'])}")
-    print(f"    bf16: {' '.join(f'{x:.1f}' for x in bf16['normalized_scores'])}")
+    for label in runs:
+        print(f"    {label}: {' '.join(f'{x:.1f}' for x in itpo[label]['normalized_scores'])}")
     print(
-        f"{tag}: ITPO fp32 {fp32['mean']:.1f}, bf16 {bf16['mean']:.1f} (ReBRAC {rebrac_mean:.1f}); "
-        f"bf16 − fp32 paired {delta[0]:+.1f} [{delta[1]:+.1f}, {delta[2]:+.1f}] (95 % bootstrap over episodes); "
+        f"{tag}: ITPO fp32 {itpo['fp32']['mean']:.1f}, bf16 {itpo['bf16']['mean']:.1f}, fp32 at another noise "
+        f"{itpo['fp32 noise B']['mean']:.1f} (ReBRAC {summaries['fp32']['rebrac']['mean']:.1f}); paired, 95 % "
+        f"bootstrap over episodes: bf16 − fp32 {delta[0]:+.1f} [{delta[1]:+.1f}, {delta[2]:+.1f}], fp32 noise B − "
+        f"fp32 {noise[0]:+.1f} [{noise[1]:+.1f}, {noise[2]:+.1f}] (the score's own noise); "
         f"{ms['fp32']:.1f} vs {ms['bf16']:.1f} ms per env step (wall; bf16 / fp32 time {ms['bf16'] / ms['fp32']:.2f}x)"
     )
 

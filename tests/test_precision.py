@@ -170,8 +170,9 @@ def test_under_bf16_only_the_world_models_network_computes_in_bf16():
 
 
 def test_precision_check_pairs_the_fp32_and_bf16_scores_of_the_same_episodes(pipeline, tmp_path):
-    """`precision_check.py --episodes N` runs ITPO once per precision on the same episodes and prints both
-    scores per episode and their paired mean; each run's summary records the precision it ran in."""
+    """`precision_check.py --episodes N` runs ITPO in fp32 and in bf16 at the same noise, and in fp32 at another
+    noise, on the same episodes; it prints the scores per episode and the paired means against the first fp32
+    run; each run's summary records the precision and noise seed it ran with."""
     import json
     import re
     import subprocess
@@ -188,19 +189,22 @@ def test_precision_check_pairs_the_fp32_and_bf16_scores_of_the_same_episodes(pip
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    runs = {"fp32": ("fp32", 0), "bf16": ("bf16", 0), "fp32 noise B": ("fp32", 1)}
     scores = {
-        p: [float(x) for x in re.search(rf"\n {{4}}{p}: (.*)\n", result.stdout).group(1).split()]
-        for p in ("fp32", "bf16")
+        label: [float(x) for x in re.search(rf"\n {{4}}{label}: (.*)\n", result.stdout).group(1).split()]
+        for label in runs
     }
-    assert len(scores["fp32"]) == len(scores["bf16"]) == 2
-    paired = float(re.search(r"bf16 − fp32 paired ([+-][\d.]+)", result.stdout).group(1))
-    assert abs(paired - (sum(scores["bf16"]) - sum(scores["fp32"])) / 2) < 0.11  # printed to one decimal
-    for precision in ("fp32", "bf16"):
-        run = tmp_path / "runs" / f"precision_check_{pipeline['env_id']}_seed0_ddpm_{precision}" / "summary.json"
-        summary = json.loads(run.read_text())
-        assert summary["settings"]["precision"] == precision
-        assert ("rebrac" in summary) == (precision == "fp32")
-        assert [round(x, 1) for x in summary["itpo"]["normalized_scores"]] == scores[precision]
+    assert all(len(s) == 2 for s in scores.values())
+    for label, printed in (("bf16", "bf16 − fp32"), ("fp32 noise B", "fp32 noise B − fp32")):
+        paired = float(re.search(rf"{printed} ([+-][\d.]+)", result.stdout).group(1))
+        assert abs(paired - (sum(scores[label]) - sum(scores["fp32"])) / 2) < 0.11  # printed to one decimal
+    for label, (precision, noise_seed) in runs.items():
+        name = f"precision_check_{pipeline['env_id']}_seed0_ddpm_{label.replace(' ', '_')}"
+        summary = json.loads((tmp_path / "runs" / name / "summary.json").read_text())
+        assert (summary["settings"]["precision"], summary["settings"]["seed"]) == (precision, noise_seed)
+        assert summary["settings"]["dynamics_checkpoint"].endswith("dynamics_seed0.pt")
+        assert ("rebrac" in summary) == (label == "fp32")
+        assert [round(x, 1) for x in summary["itpo"]["normalized_scores"]] == scores[label]
 
 
 def test_precision_check_refuses_score_flags_without_episodes():
