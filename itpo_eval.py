@@ -117,6 +117,7 @@ class Args:
             f"--step-size must be a finite number ≥ 0, not {self.step_size}",
         )
         require(self.gamma is None or 0 < self.gamma <= 1, f"--gamma must be in (0, 1], not {self.gamma}")
+        require(self.eval_seed >= 0, f"--eval-seed must be ≥ 0 (gymnasium's seeds are), not {self.eval_seed}")
         require(
             not self.device.startswith("cuda") or torch.cuda.is_available(),
             f"--device {self.device}: torch sees no CUDA device here; use --device cpu",
@@ -405,7 +406,6 @@ def main(args: Args) -> dict:
         f"--dataset-id chooses the evaluation env of AntMaze datasets only; {args.env_id} is evaluated in its "
         f"MuJoCo env whatever the dataset: drop --dataset-id",
     )
-    require(args.eval_seed >= 0, f"--eval-seed must be ≥ 0 (gymnasium's seeds are), not {args.eval_seed}")
     seed_everything(args.seed)
     check_precision(args.precision, args.device, "itpo")
     actor, critic, world, reward, rebrac_args = load_models(args)

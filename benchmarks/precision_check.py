@@ -98,17 +98,15 @@ class Args:
         require(self.train_steps >= 0, f"--train-steps must be 0 or positive, not {self.train_steps}")
         require(self.episodes >= 0, f"--episodes must be 0 or positive, not {self.episodes}")
         require_positive(self, "score_particles")
-        require(self.eval_seed >= 0, f"--eval-seed must be ≥ 0 (gymnasium's seeds are), not {self.eval_seed}")
-        require(
-            self.max_episode_steps is None or self.max_episode_steps > 0,
-            f"--max-episode-steps must be positive, not {self.max_episode_steps}",
-        )
         defaults = {f.name: f.default for f in fields(self)}
         score_flags = ("score_particles", "step_size", "eval_seed", "max_episode_steps")
         require(
             self.episodes > 0 or all(getattr(self, k) == defaults[k] for k in score_flags),
             "--score-particles, --step-size, --eval-seed and --max-episode-steps set the score runs: add --episodes N",
         )
+        if self.episodes:  # itpo_eval.Args checks the score runs' flags now, not after the gradient check
+            for world_model in self.world_models:
+                score_run(self, world_model, "fp32", self.seed)
 
 
 def flat_per_state(grads: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -134,6 +132,27 @@ def checkpoints(args: Args, world_model: str) -> dict[str, str]:
         "dynamics_checkpoint": checkpoint_path(args.env_id, STAGES[world_model], args.seed, root),
         "reward_checkpoint": checkpoint_path(args.env_id, "reward", args.seed, root),
     }
+
+
+def score_run(args: Args, world_model: str, precision: str, noise_seed: int) -> itpo_eval.Args:
+    """itpo_eval.Args of one score run (--episodes): --seed's checkpoints, the given precision and noise seed."""
+    return itpo_eval.Args(
+        env_id=args.env_id,
+        seed=noise_seed,
+        world_model=world_model,
+        horizon=args.horizon,
+        particles=args.score_particles,
+        step_size=args.step_size,
+        episodes=args.episodes,
+        eval_seed=args.eval_seed,
+        max_episode_steps=args.max_episode_steps,
+        baseline=precision == "fp32" and noise_seed == args.seed,  # ReBRAC's score on these episodes, once
+        **checkpoints(args, world_model),
+        device=args.device,
+        precision=precision,
+        run_name=f"precision_check_{args.env_id}_seed{args.seed}_{world_model}_{precision}"
+        + ("" if noise_seed == args.seed else "_noise_B"),
+    )
 
 
 def gradient_check(args: Args, world_model: str, states: torch.Tensor) -> None:
@@ -258,26 +277,7 @@ def score_check(args: Args, world_model: str) -> None:
         "bf16": ("bf16", args.seed),
         "fp32 noise B": ("fp32", args.seed + 1),
     }
-    summaries = {}
-    for label, (precision, noise_seed) in runs.items():
-        summaries[label] = itpo_eval.main(
-            itpo_eval.Args(
-                env_id=args.env_id,
-                seed=noise_seed,
-                world_model=world_model,
-                horizon=args.horizon,
-                particles=args.score_particles,
-                step_size=args.step_size,
-                episodes=args.episodes,
-                eval_seed=args.eval_seed,
-                max_episode_steps=args.max_episode_steps,
-                baseline=label == "fp32",  # ReBRAC's score on these episodes, once
-                **checkpoints(args, world_model),
-                device=args.device,
-                precision=precision,
-                run_name=f"precision_check_{args.env_id}_seed{args.seed}_{world_model}_{label.replace(' ', '_')}",
-            )
-        )
+    summaries = {label: itpo_eval.main(score_run(args, world_model, *run)) for label, run in runs.items()}
     itpo = {label: summaries[label]["itpo"] for label in runs}
     fp32 = itpo["fp32"]["normalized_scores"]
     delta = paired_difference(itpo["bf16"]["normalized_scores"], fp32)

@@ -219,3 +219,22 @@ def test_precision_check_refuses_score_flags_without_episodes():
     )
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert result.returncode != 0 and len(lines) == 1 and "add --episodes N" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"step_size": float("nan")}, "--step-size must be a finite number ≥ 0"),
+        ({"eval_seed": -1}, "--eval-seed must be ≥ 0"),
+        ({"max_episode_steps": 0}, "--max-episode-steps must be a positive number"),
+    ],
+)
+def test_precision_check_refuses_bad_score_flags_at_start(flags, message):
+    """The score runs come after the gradient check: their bad flags are refused when the arguments are read,
+    by the same checks itpo_eval.Args makes."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import precision_check
+
+    with pytest.raises(SystemExit) as err:
+        precision_check.Args(episodes=2, device="cpu", **flags)
+    assert message in str(err.value.code)
