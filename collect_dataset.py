@@ -45,6 +45,7 @@ from common import (
     ANTMAZE_MAX_EPISODE_STEPS,
     MUJOCO_ENVS,
     REF_SCORES,
+    StopOnSignal,
     datasets_root,
     make_env,
     normalized_score,
@@ -194,13 +195,13 @@ class Args:
     seed: int = 0
     """seed of SAC, the envs and the rollouts"""
     work_dir: str = "checkpoints/collect"
-    """where SAC snapshots, the replay buffer and progress are kept (for resuming)"""
+    """where SAC snapshots, the replay buffer, progress (for resuming) and the run's tensorboard logs are kept"""
     datasets_path: str | None = None
     """Minari datasets root (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)"""
     device: str = "cpu"
     """device for SAC"""
     ant_timesteps: int = 300_000
-    """AntMaze: SAC steps of the goal-reaching ant (Minari's: 30M on 16 envs; 300k ≈ 40 min on 2 busy CPU cores)"""
+    """AntMaze: SAC steps of the goal-reaching ant (Minari's: 30M on 16 envs; 300k: 25 min on 2 idle cores, 40 busy)"""
     ant_envs: int = 4
     """AntMaze: parallel envs of the ant's SAC, one gradient step per step of all of them (steps are cheap,
     updates are not)"""
@@ -230,9 +231,10 @@ class Args:
         require_device(self)
 
 
-def snapshot_callback(args: Args, work: str, progress: dict, writer, evaluate, total: int):
+def snapshot_callback(args: Args, work: str, progress: dict, writer, evaluate, total: int, stop=None):
     """An SB3 callback: every `snapshot_every` steps save the policy, evaluate it (`evaluate(model, step)` ->
-    {"return": ..., ...}), save the resume state."""
+    {"return": ..., ...}), save the resume state; after a snapshot, end training if `stop` (a StopOnSignal)
+    has seen a signal: the snapshot is the safe point a rerun resumes from."""
     from stable_baselines3.common.callbacks import BaseCallback
     from tqdm import tqdm
 
@@ -243,7 +245,9 @@ def snapshot_callback(args: Args, work: str, progress: dict, writer, evaluate, t
 
         def _on_step(self) -> bool:
             self.bar.update(self.model.n_envs)
-            return True
+            return not self.stopping
+
+        stopping = False
 
         def _on_rollout_end(self) -> None:
             # After the step's transition is stored (train_freq=1), so the saved buffer is whole.
@@ -265,6 +269,7 @@ def snapshot_callback(args: Args, work: str, progress: dict, writer, evaluate, t
                 progress["sac_seconds"] = progress.get("sac_seconds", 0.0) + time.time() - self.t_save
                 self.t_save = time.time()
                 _write_json(os.path.join(work, "progress.json"), progress)
+                self.stopping = bool(stop)
 
         def _on_training_end(self):
             self.bar.close()
@@ -549,7 +554,7 @@ def collect_antmaze_dataset(kind: str, model, args: Args, seed: int) -> tuple[li
     return episodes, stats
 
 
-def collect_antmaze(args: Args) -> None:
+def collect_antmaze(args: Args, stop: StopOnSignal) -> None:
     """Train (or resume) the goal-reaching ant, measure the behaviour per maze, write the datasets."""
     import minari
     from stable_baselines3.common.env_util import make_vec_env
@@ -567,7 +572,7 @@ def collect_antmaze(args: Args) -> None:
     )
     work = os.path.join(args.work_dir, "antmaze", f"seed{args.seed}")
     os.makedirs(work, exist_ok=True)
-    writer = SummaryWriter(f"runs/collect_antmaze_seed{args.seed}")
+    writer = SummaryWriter(os.path.join(work, "runs"))  # this run's own logs, beside its snapshots
     progress_file = os.path.join(work, "progress.json")
     progress = _read_progress(progress_file)
     t0 = time.time()
@@ -582,8 +587,11 @@ def collect_antmaze(args: Args) -> None:
         progress,
         writer,
         lambda m, step: evaluate_goal_ant(m, args, step),
+        stop,
         gamma=0.98,
     )
+    if stop:
+        stop.exit("collect", f"the ant's SAC snapshot at step {progress['step']}", resume_flag=None)
     final = progress["snapshots"][-1]
     print(
         f"[collect] goal-reaching ant: {final['step']} SAC steps ({args.ant_envs} envs) in "
@@ -603,6 +611,8 @@ def collect_antmaze(args: Args) -> None:
         print(f"[collect] behaviour in the {size} evaluation maze (start to goal): {behaviour[size]}")
         for kind in ANTMAZE_SETS[size]:
             dataset_id = f"local/antmaze/{kind}-v0"
+            if stop:
+                stop.exit("collect", f"the datasets before {dataset_id}", resume_flag=None)
             if dataset_id in minari.list_local_datasets():
                 print(f"[collect] {dataset_id} exists under {datasets_root()}: kept (delete it to remake it)")
                 continue
@@ -628,10 +638,11 @@ def collect_antmaze(args: Args) -> None:
     writer.close()
 
 
-def train_sac(env, total: int, args: Args, work: str, progress: dict, writer, evaluate, **sac_kwargs):
+def train_sac(env, total: int, args: Args, work: str, progress: dict, writer, evaluate, stop=None, **sac_kwargs):
     """Online SAC to `total` steps with a snapshot every `snapshot_every` (`snapshot_callback`); resumes from
-    the last snapshot's model and replay buffer."""
+    the last snapshot's model and replay buffer. With a signal seen by `stop`, it ends at the next snapshot."""
     from stable_baselines3 import SAC
+    from stable_baselines3.common.logger import Logger
 
     if progress["step"] > 0:
         print(f"[collect] resuming SAC at step {progress['step']}")
@@ -651,25 +662,36 @@ def train_sac(env, total: int, args: Args, work: str, progress: dict, writer, ev
             verbose=0,
             **sac_kwargs,
         )
+    # SB3's default logger would leave an empty log folder in the system's temp dir at every run
+    model.set_logger(Logger(folder=None, output_formats=[]))
     if progress["step"] < total:
         model.learn(
             total - progress["step"],
             reset_num_timesteps=False,
-            callback=snapshot_callback(args, work, progress, writer, evaluate, total),
+            callback=snapshot_callback(args, work, progress, writer, evaluate, total, stop),
         )
     return model
 
 
 def main(args: Args) -> None:
+    if args.datasets_path:
+        os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(args.datasets_path)
+    seed_everything(args.seed)
+    # Ctrl-C or SIGTERM: stop at the next safe point (a SAC snapshot, or between two datasets), which a
+    # rerun of the same command resumes from.
+    notice = "stopping at the next safe point (the next SAC snapshot, or after this dataset); again: at once"
+    with StopOnSignal(notice=f"[collect] {notice}") as stop:
+        if args.env.startswith("antmaze"):
+            return collect_antmaze(args, stop)
+        return collect_mujoco(args, stop)
+
+
+def collect_mujoco(args: Args, stop: StopOnSignal) -> None:
+    """Train (or resume) the SAC behaviour policy, pick its snapshots, write the six datasets."""
     import minari
     from stable_baselines3 import SAC
     from torch.utils.tensorboard import SummaryWriter
 
-    if args.datasets_path:
-        os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(args.datasets_path)
-    seed_everything(args.seed)
-    if args.env.startswith("antmaze"):
-        return collect_antmaze(args)
     if args.env not in MUJOCO_ENVS:
         sys.exit(
             f"error: unknown --env {args.env!r}; choose one of {list(MUJOCO_ENVS)}, antmaze or "
@@ -678,7 +700,7 @@ def main(args: Args) -> None:
 
     work = os.path.join(args.work_dir, args.env, f"seed{args.seed}")
     os.makedirs(work, exist_ok=True)
-    writer = SummaryWriter(f"runs/collect_{args.env}_seed{args.seed}")
+    writer = SummaryWriter(os.path.join(work, "runs"))  # this run's own logs, beside its snapshots
     progress_file = os.path.join(work, "progress.json")
     progress = _read_progress(progress_file)
     t0 = time.time()
@@ -692,7 +714,10 @@ def main(args: Args) -> None:
         progress,
         writer,
         lambda m, step: evaluate_sb3(m, args, step),
+        stop,
     )
+    if stop:
+        stop.exit("collect", f"the SAC snapshot at step {progress['step']}", resume_flag=None)
 
     # 2. Pick the snapshots: final, and "medium" = eval return nearest one third of the final's.
     snaps = progress["snapshots"]
@@ -718,6 +743,8 @@ def main(args: Args) -> None:
         ("medium-expert", final["path"]),
     ):
         dataset_id = f"local/{args.env}/{kind}-v0"
+        if stop:
+            stop.exit("collect", f"the datasets before {dataset_id}", resume_flag=None)
         if dataset_id in minari.list_local_datasets():
             print(f"[collect] {dataset_id} exists under {datasets_root()}: kept (delete it to remake it)")
             continue
@@ -732,7 +759,9 @@ def main(args: Args) -> None:
                 "return": float(np.mean(returns)),
                 "normalised": float(normalized_score(f"{args.env}-{kind}", np.mean(returns))),
             }
-            description = f"D4RL-style {kind}: {'uniform random actions' if policy_path is None else policy_path}"
+            # the policy's file name, not its path on this machine: the file itself is saved beside the data
+            behaviour = "uniform random actions" if policy_path is None else os.path.basename(policy_path)
+            description = f"D4RL-style {kind}: {behaviour}"
         elif kind == "medium-expert":
             episodes = [
                 minari_episode_to_dict(e, i)

@@ -13,8 +13,11 @@ import math
 import os
 import platform
 import random
+import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 from typing import Literal
@@ -398,9 +401,10 @@ def snapshot_path(path: str, step: int) -> str:
     return f"{stem}_step{step}{ext or '.pt'}"
 
 
-def make_command(stage: str, env_id: str, seed: int = 0) -> str:
-    """The command that (re)makes a stage's checkpoint."""
-    return f"python {STAGE_SCRIPTS[stage]} --env-id {env_id} --seed {seed}"
+def make_command(stage: str, env_id: str, seed: int = 0, path: str | None = None) -> str:
+    """The command that (re)makes a stage's checkpoint (at `path`, where it is not the default one)."""
+    where = "" if path is None or path == checkpoint_path(env_id, stage, seed) else f" --checkpoint {shlex.quote(path)}"
+    return f"python {STAGE_SCRIPTS[stage]} --env-id {env_id} --seed {seed}{where}"
 
 
 def seed_everything(seed: int) -> None:
@@ -420,7 +424,7 @@ def atomic_torch_save(obj, path: str) -> None:
 def load_checkpoint(path: str, env_id: str, stage: str, seed: int = 0) -> dict:
     """Load a stage's checkpoint; a missing, unreadable or other-dataset one exits with the command
     that makes the right one."""
-    remake = make_command(stage, env_id, seed)
+    remake = make_command(stage, env_id, seed, path)
     if not os.path.exists(path):
         sys.exit(f"error: no {stage} checkpoint at {path}; make it with: {remake}")
     try:
@@ -439,6 +443,49 @@ def load_checkpoint(path: str, env_id: str, stage: str, seed: int = 0) -> dict:
             f"Point to the right file or make one with: {remake}"
         )
     return ckpt
+
+
+class StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM within the block are noted instead of raised, so that a training loop
+    finishes its current update, writes its checkpoint and ends with `exit()`: no traceback, nothing lost.
+    A second signal raises KeyboardInterrupt as usual (checkpoints are atomic: none is left half-written).
+    Outside the main thread (where Python cannot install handlers) it does nothing."""
+
+    def __init__(self, notice: str | None = None):
+        self.signal, self.previous, self.notice = None, {}, notice  # notice: printed when a signal comes
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._note) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _note(self, signum, frame) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        if self.notice:
+            print(f"{self.signal}: {self.notice}", flush=True)
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    def exit(self, stage: str, done: str, resume_flag: str | None = "--resume") -> None:
+        """One line, the command that continues the run, exit status 130 (as a shell reports Ctrl-C)."""
+        print(f"[{stage}] {self.signal}: stopped after {done}; continue with: {rerun_command(resume_flag)}", flush=True)
+        sys.exit(130)
+
+
+def rerun_command(extra_flag: str | None = None) -> str:
+    """The command line this process was started with (plus `extra_flag` if it lacks it), to paste."""
+    argv = sys.argv[1:] + ([extra_flag] if extra_flag and extra_flag not in sys.argv[1:] else [])
+    script = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else None
+    if script is None:  # called as a library (the sweep, a test): the caller knows its own call
+        return f"the same call{f' with {extra_flag}' if extra_flag else ''}"
+    return " ".join(shlex.quote(a) for a in ["python", script, *argv])
 
 
 def resume_checkpoint(path: str, env_id: str, stage: str, seed: int) -> dict | None:
@@ -585,7 +632,9 @@ def device_name(device) -> str:
 
 
 def check_precision(precision: Precision, device, stage: str) -> None:
-    """Say out loud when bf16 is asked where it is emulated: the result is what was asked, only slower."""
+    """The stage's start line: the device (a CPU's kind and whether its bf16 is native), the precision and
+    threads; and a warning when bf16 is asked where it is emulated (the result is what was asked, only slower)."""
+    print(f"[{stage}] on {device_name(device)}, {precision}, {torch.get_num_threads()} thread(s)")
     if precision == "bf16" and not native_bf16(device):
         print(
             f"[{stage}] warning: --precision bf16 on {device_name(device)}: this device has no bf16 "
@@ -759,28 +808,34 @@ def fit(
         )
 
     bar = tqdm(range(start, args.total_steps), initial=start, total=args.total_steps, desc=stage, mininterval=2)
-    for step in bar:
-        idx = torch.randint(0, n, (args.batch_size,), device=device)
-        with autocast(args.precision, device):
-            loss = loss_fn(model, {k: v[idx] for k, v in train.items()}).float()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if ema is not None:
-            ema.update_parameters(model)
-        if (step + 1) % 500 == 0:
-            writer.add_scalar(f"{stage}/loss", loss.item(), step + 1)
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.total_steps:
-            model.eval()
-            metrics = evaluate(ema.module if ema is not None else model, held_out)
-            model.train()
-            history.append({"step": step + 1, **metrics})
-            for k, v in metrics.items():
-                writer.add_scalar(f"{stage}/{k}", v, step + 1)
-            bar.write(f"[{stage}] step {step + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            save(step + 1)
-        if args.snapshot_every and (step + 1) % args.snapshot_every == 0:
-            save(step + 1, snapshot_path(path, step + 1))
+    with StopOnSignal() as stop:
+        for step in bar:
+            idx = torch.randint(0, n, (args.batch_size,), device=device)
+            with autocast(args.precision, device):
+                loss = loss_fn(model, {k: v[idx] for k, v in train.items()}).float()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            if (step + 1) % 500 == 0:
+                writer.add_scalar(f"{stage}/loss", loss.item(), step + 1)
+            if (step + 1) % args.eval_every == 0 or step + 1 == args.total_steps:
+                model.eval()
+                metrics = evaluate(ema.module if ema is not None else model, held_out)
+                model.train()
+                history.append({"step": step + 1, **metrics})
+                for k, v in metrics.items():
+                    writer.add_scalar(f"{stage}/{k}", v, step + 1)
+                bar.write(f"[{stage}] step {step + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                save(step + 1)
+            if args.snapshot_every and (step + 1) % args.snapshot_every == 0:
+                save(step + 1, snapshot_path(path, step + 1))
+            if stop:  # Ctrl-C or SIGTERM: this step is done; keep it
+                save(step + 1)
+                bar.close()
+                writer.close()
+                stop.exit(stage, f"step {step + 1} of {args.total_steps} (checkpoint {path})")
     metrics["seconds"] = time.time() - t0
     print(
         f"[{stage}] {args.total_steps - start} steps in {metrics['seconds']:.0f}s; held-out "

@@ -366,23 +366,24 @@ def plot_episode(steps: dict[str, np.ndarray], path: str, title: str = "episode 
     import matplotlib.pyplot as plt
 
     t = steps["t"]
-    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(12, 8), sharex=True)
     ax = axes[0]
     ax.plot(t, steps["imagined_after"] - steps["imagined_before"], lw=0.8, label="Δ imagined Ĵ (f_θ, r_ξ)")
     ax.plot(t, steps["true_after"] - steps["true_before"], lw=0.8, label="Δ true Ĵ (simulator)")
     ax.axhline(0, color="k", lw=0.5)
     ax.set_ylabel("Ĵ(ψ after) − Ĵ(ψ before)")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes: it covers no curve
     ax = axes[1]
     ax.plot(t, steps["return_adapted"] - steps["return_pretrained"], lw=0.8, color="C2")
     for key, marker, label in (("fell_adapted", "v", "adapted ψ falls"), ("fell_pretrained", "^", "ReBRAC falls")):
         fell = steps[key] > 0
+        fell[1:] &= ~fell[:-1]  # the first probed step of each run of falls: one marker per fall, not per step
         if fell.any():
             ax.scatter(t[fell], np.zeros(fell.sum()), marker=marker, s=12, label=label)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_ylabel("real T-step return:\nadapted − pretrained")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax = axes[2]
     ax.plot(t, steps["world_model_error"], lw=0.8, color="C3", label="world model H-step error (σ units)")
     ax.set_ylabel("‖s̃_H − s_H‖ / σ", color="C3")

@@ -59,7 +59,7 @@ class Args:
     horizon: int = 5
     """H, imagined steps per rollout"""
     particles: int = 4096
-    """M, imagined rollouts per real state (lower it on a CPU: 64–256)"""
+    """M, imagined rollouts per real state (the paper's, for a GPU; on a CPU 32–256: the cpu preset uses 32)"""
     inner_steps: int = 1
     """E, gradient steps on ψ per real state"""
     step_size: float = 5e-5
@@ -420,6 +420,13 @@ def main(args: Args) -> dict:
         f"({args.optimizer}) γ={gamma} world model {args.world_model} (noise per step {tuple(world.noise_shape)}), "
         f"{args.episodes} episodes on {args.device}, {args.precision}"
     )
+    if not str(args.device).startswith("cuda") and args.particles > 256:  # M = 4096 is a GPU's setting
+        print(
+            f"[itpo] note: M={args.particles} on a CPU: about {1.15e-3 * args.particles * args.episodes / 10:.1f} s "
+            f"per env step (1.15 ms per particle at 10 episodes on this project's CPUs); try --particles 32 to 256"
+        )
+    if args.compile and not str(args.device).startswith("cuda"):
+        print("[itpo] note: --compile on a CPU compiles for minutes (over 9 seen) before the first real step")
     itpo = ITPOAgent(actor, critic, world, reward, args, gamma, reward_scale=reward_scale)
     probe = None
     if args.ground_truth:  # score every k-th adaptation in a copy of the simulator (its time counts in wall_seconds)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from common import (
     Precision,
+    StopOnSignal,
     atomic_torch_save,
     autocast,
     check_precision,
@@ -318,8 +319,8 @@ def actor_loss_fn(actor, critic, batch, actor_bc_coef, normalize_q):
 
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    for tp, sp in zip(target.parameters(), source.parameters()):
-        tp.lerp_(sp, tau)
+    """θ̄ ← (1 − τ)·θ̄ + τ·θ, all tensors in one foreach call."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,8 +350,9 @@ def train(args: Args) -> dict:
     actor = Actor(obs_dim, act_dim, args.hidden_dim).to(args.device)
     critic = Critic(obs_dim, act_dim, args.hidden_dim).to(args.device)
     actor_target, critic_target_net = copy.deepcopy(actor), copy.deepcopy(critic)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr)
+    # foreach: one kernel per operation over all tensors (bit for bit the per-tensor loop; `fused` is not)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, foreach=True)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, foreach=True)
     # history: the evaluation curve, [{"step", "score", "std", "seconds", "cpu_seconds"}], kept in the
     # checkpoint; seconds / cpu_seconds: wall-clock / this process's CPU time spent on updates so far
     # (resumes included, evaluations not): what a budget costs
@@ -372,6 +374,9 @@ def train(args: Args) -> dict:
             (critic_opt, "critic_opt"),
         ):
             module.load_state_dict(ckpt[key])
+        for opt in (actor_opt, critic_opt):  # a checkpoint's param groups replace ours: keep foreach
+            for group in opt.param_groups:
+                group["foreach"] = True
         load_rng_state(ckpt["rng_state"], args.device)
         start, history = ckpt["step"], ckpt.get("history", [])
         spent_before = (ckpt.get("seconds", 0.0), ckpt.get("cpu_seconds", 0.0))
@@ -399,15 +404,18 @@ def train(args: Args) -> dict:
         critic_opt.step()
         if not update_actor:
             return critic_loss.detach(), q.mean().detach(), None
-        actor_before = [p.detach().clone() for p in actor.parameters()]
+        with torch.no_grad():  # the actor target moves toward the pre-update actor, as CORL's: before the step
+            soft_update(actor_target, actor, args.tau)
+        # The actor's loss differentiates w.r.t. ψ only: frozen critic weights spare the backward pass their
+        # weight gradients (a third of its matrix products), which the critic step would discard anyway.
+        critic.requires_grad_(False)
         with autocast(args.precision, args.device):
             actor_loss, q_pi, lmbda, bc = actor_loss_fn(actor, critic, batch, args.actor_bc_coef, args.normalize_q)
         actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         actor_opt.step()
-        with torch.no_grad():  # targets: actor target from the pre-update actor, as CORL's
-            for tp, p in zip(actor_target.parameters(), actor_before):
-                tp.lerp_(p, args.tau)
+        critic.requires_grad_(True)
+        with torch.no_grad():
             soft_update(critic_target_net, critic, args.tau)
         return critic_loss.detach(), q.mean().detach(), (actor_loss.detach(), q_pi, lmbda, bc)
 
@@ -454,37 +462,43 @@ def train(args: Args) -> dict:
         }
 
     bar = tqdm(range(start, args.total_updates), initial=start, total=args.total_updates, desc="rebrac", mininterval=2)
-    for step in bar:
-        idx = torch.randint(0, n, (args.batch_size,), device=args.device)
-        batch = {k: v[idx] for k, v in replay.items()}
-        critic_loss, q_mean, actor_stats = step_fn(batch, (step + 1) % args.policy_freq == 0)
-        if (step + 1) % 1000 == 0:
-            writer.add_scalar("losses/critic_loss", critic_loss.item(), step + 1)
-            writer.add_scalar("values/q_data", q_mean.item(), step + 1)
-            if actor_stats is not None:
-                writer.add_scalar("losses/actor_loss", actor_stats[0].item(), step + 1)
-                writer.add_scalar("values/q_pi", actor_stats[1].item(), step + 1)
-                writer.add_scalar("values/lambda", actor_stats[2].item(), step + 1)
-                writer.add_scalar("losses/bc_mse", actor_stats[3].item(), step + 1)
-            writer.add_scalar("charts/updates_per_second", 1000 / (time.time() - t_log), step + 1)
-            t_log = time.time()
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.total_updates:
-            actor.eval()
-            eval_start = (time.time(), time.process_time())
-            result = run_episodes(make_env, args.env_id, eval_seeds, actor_policy(actor, args.device))
-            in_eval[0] += time.time() - eval_start[0]
-            in_eval[1] += time.process_time() - eval_start[1]
-            actor.train()
-            scores, eval_env = score(result["outcomes"]), result["env"]
-            last_score = float(np.mean(scores))
-            history.append({"step": step + 1, "score": last_score, "std": float(np.std(scores)), **spent()})
-            writer.add_scalar("eval/normalized_score", last_score, step + 1)
-            writer.add_scalar("eval/return", float(np.mean(result["returns"])), step + 1)
-            bar.write(f"[rebrac] update {step + 1}: normalised score {last_score:.1f} ± {np.std(scores):.1f}")
-        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.total_updates:
-            save(step + 1)
-        if args.snapshot_every and (step + 1) % args.snapshot_every == 0:
-            save(step + 1, snapshot_path(args.checkpoint, step + 1))
+    with StopOnSignal() as stop:
+        for step in bar:
+            idx = torch.randint(0, n, (args.batch_size,), device=args.device)
+            batch = {k: v[idx] for k, v in replay.items()}
+            critic_loss, q_mean, actor_stats = step_fn(batch, (step + 1) % args.policy_freq == 0)
+            if (step + 1) % 1000 == 0:
+                writer.add_scalar("losses/critic_loss", critic_loss.item(), step + 1)
+                writer.add_scalar("values/q_data", q_mean.item(), step + 1)
+                if actor_stats is not None:
+                    writer.add_scalar("losses/actor_loss", actor_stats[0].item(), step + 1)
+                    writer.add_scalar("values/q_pi", actor_stats[1].item(), step + 1)
+                    writer.add_scalar("values/lambda", actor_stats[2].item(), step + 1)
+                    writer.add_scalar("losses/bc_mse", actor_stats[3].item(), step + 1)
+                writer.add_scalar("charts/updates_per_second", 1000 / (time.time() - t_log), step + 1)
+                t_log = time.time()
+            if (step + 1) % args.eval_every == 0 or step + 1 == args.total_updates:
+                actor.eval()
+                eval_start = (time.time(), time.process_time())
+                result = run_episodes(make_env, args.env_id, eval_seeds, actor_policy(actor, args.device))
+                in_eval[0] += time.time() - eval_start[0]
+                in_eval[1] += time.process_time() - eval_start[1]
+                actor.train()
+                scores, eval_env = score(result["outcomes"]), result["env"]
+                last_score = float(np.mean(scores))
+                history.append({"step": step + 1, "score": last_score, "std": float(np.std(scores)), **spent()})
+                writer.add_scalar("eval/normalized_score", last_score, step + 1)
+                writer.add_scalar("eval/return", float(np.mean(result["returns"])), step + 1)
+                bar.write(f"[rebrac] update {step + 1}: normalised score {last_score:.1f} ± {np.std(scores):.1f}")
+            if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.total_updates:
+                save(step + 1)
+            if args.snapshot_every and (step + 1) % args.snapshot_every == 0:
+                save(step + 1, snapshot_path(args.checkpoint, step + 1))
+            if stop:  # Ctrl-C or SIGTERM: this update is done; keep it
+                save(step + 1)
+                bar.close()
+                writer.close()
+                stop.exit("rebrac", f"update {step + 1} of {args.total_updates} (checkpoint {args.checkpoint})")
     elapsed = time.time() - t0
     done = args.total_updates - start
     print(

@@ -1,16 +1,23 @@
 """ReBRAC updates (and samples) per second by batch size and precision, eager against compiled.
 
     python benchmarks/rebrac_speed.py --env-id hopper-medium-replay --batch-sizes 256 1024 --updates 2000
+    git show <commit>:rebrac.py > /tmp/rebrac_before.py   # then, before against after in one run:
+    python benchmarks/rebrac_speed.py --batch-sizes 256 1024 --no-compile-too --baseline /tmp/rebrac_before.py
 
 Runs `rebrac.train` once per variant on the same data, with evaluation and checkpoints pushed past the
 end, and prints updates/s, samples/s (updates × batch) and their ratios, all measured in this one run (on a
-CPU per second of the process's CPU time, which other jobs on the machine do not inflate).
+CPU per second of the process's CPU time, which other jobs on the machine do not inflate). With
+`--baseline`, that other version of `rebrac.py` trains the same seed interleaved with this one, `--repeats`
+times each, and the final weights of the two are compared bit for bit. It also prints the update's matrix
+FLOPs and this device's fp32 matrix-multiply rate: the fastest any implementation of the update could run.
 The target on one H100: 1M updates in ≤ 10 minutes (≥ 1667 updates/s) at batch 1024.
 """
 
+import importlib.util
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
 import torch
@@ -34,13 +41,100 @@ class Args:
     of them for bf16 on a device without bf16 units, where it is emulated and slow"""
     compile_too: bool = True
     """also time the compiled update"""
+    baseline: str | None = None
+    """another version's rebrac.py (e.g. `git show <commit>:rebrac.py > f.py`), timed beside this one"""
+    repeats: int = 1
+    """runs of each variant, interleaved; the fastest counts (on a shared machine the others slow some)"""
     device: str = rebrac.Args.device
     """torch device"""
 
     def __post_init__(self):
         parse_env_id(self.env_id)
-        require_positive(self, "updates")
+        require_positive(self, "updates", "repeats")
         require(all(b > 0 for b in self.batch_sizes), f"--batch-sizes must be positive, not {self.batch_sizes}")
+        require(self.baseline is None or os.path.isfile(self.baseline), f"--baseline: no file {self.baseline}")
+
+
+def load_baseline(path: str):
+    """The other version of rebrac.py as a module of its own (it imports this checkout's `common`)."""
+    spec = importlib.util.spec_from_file_location("rebrac_baseline", path)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def matmul_floor(batch_size: int, device: str) -> tuple[float, float]:
+    """(matrix GFLOP of one update, averaged over the critic-only and actor steps; this device's fp32
+    GFLOP/s on a 256×256 by 256×256 product) from torch's own FLOP counter on the current update."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    obs_dim, act_dim, hidden = 11, 3, rebrac.Args.hidden_dim
+    actor, critic = (
+        rebrac.Actor(obs_dim, act_dim, hidden).to(device),
+        rebrac.Critic(obs_dim, act_dim, hidden).to(device),
+    )
+    batch = {
+        k: torch.rand(batch_size, d, device=device)
+        for k, d in dict(obs=obs_dim, actions=act_dim, next_obs=obs_dim, next_actions=act_dim).items()
+    }
+    batch.update(rewards=torch.rand(batch_size, device=device), dones=torch.zeros(batch_size, device=device))
+    with FlopCounterMode(display=False) as counter:
+        target = rebrac.critic_target(batch, actor, critic, 0.99, 0.1, 0.2, 0.5)
+        ((critic(batch["obs"], batch["actions"]) - target) ** 2).mean(1).sum(0).backward()
+    critic_flops = counter.get_total_flops()
+    critic.requires_grad_(False)  # as the update does: the actor's loss differentiates w.r.t. ψ only
+    with FlopCounterMode(display=False) as counter:
+        rebrac.actor_loss_fn(actor, critic, batch, 0.1, True)[0].backward()
+    per_update = critic_flops + counter.get_total_flops() / rebrac.Args.policy_freq
+    a, b = torch.randn(256, 256, device=device), torch.randn(256, 256, device=device)
+    for _ in range(20):
+        a @ b
+    n, t0 = 500, time.process_time() if device == "cpu" else time.time()
+    for _ in range(n):
+        a @ b
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = (time.process_time() if device == "cpu" else time.time()) - t0
+    return per_update / 1e9, n * 2 * 256**3 / seconds / 1e9
+
+
+def name_of(key) -> str:
+    return ("compiled" if key[2] else "eager") + ("" if key[3] == "this" else " baseline")
+
+
+def time_variant(
+    module, version: str, args: Args, batch_size: int, precision: str, compiled: bool, slow_bf16: bool, on_gpu: bool
+):
+    """(updates per second, the final actor's weights) of one `module.train` run."""
+    updates = max(1, args.updates // 10) if precision == "bf16" and slow_bf16 else args.updates
+    with tempfile.TemporaryDirectory() as tmp:
+        out = module.train(
+            module.Args(
+                env_id=args.env_id,
+                total_updates=updates,
+                batch_size=batch_size,
+                eval_every=10**9,
+                checkpoint_every=10**9,
+                eval_episodes=1,
+                device=args.device,
+                compile=compiled,
+                precision=precision,
+                checkpoint=os.path.join(tmp, "rebrac.pt"),
+            )
+        )
+        actor = torch.load(os.path.join(tmp, "rebrac.pt"), map_location="cpu", weights_only=True)["actor"]
+    # the training loop's time: updates, plus the final 1-episode evaluation and checkpoint (an untrained
+    # hopper falls within ~100 steps); dataset loading is outside it. On a CPU the process's CPU time is
+    # the figure to read: wall time on a shared machine counts the others' jobs.
+    wall, cpu = updates / out["seconds"], updates / out["cpu_seconds"]
+    ups = wall if on_gpu else cpu
+    print(
+        f"ReBRAC batch {batch_size:5d} {precision} {name_of((0, 0, compiled, version)):17s}: "
+        f"{ups:8.1f} updates/s, {ups * batch_size:9.0f} samples/s (100k updates in "
+        f"{1e5 / ups / 60:.1f} min, 1M in {1e6 / ups / 60:.0f} min)"
+        + ("" if on_gpu else f"; wall clock {wall:.1f} updates/s")
+    )
+    return ups, actor
 
 
 def main(args: Args) -> dict:
@@ -50,46 +144,43 @@ def main(args: Args) -> dict:
         + (f", {max(1, args.updates // 10)} for bf16 (emulated on this device)" if slow_bf16 else "")
         + ("" if on_gpu else "; per second of this process's CPU time")
     )
-    results = {}
+    versions = {"this": rebrac, **({"baseline": load_baseline(args.baseline)} if args.baseline else {})}
+    results, weights = {}, {}
     for batch_size in args.batch_sizes:
         for precision in args.precisions:
             for compiled in (False, True) if args.compile_too else (False,):
-                updates = max(1, args.updates // 10) if precision == "bf16" and slow_bf16 else args.updates
-                with tempfile.TemporaryDirectory() as tmp:
-                    out = rebrac.train(
-                        rebrac.Args(
-                            env_id=args.env_id,
-                            total_updates=updates,
-                            batch_size=batch_size,
-                            eval_every=10**9,
-                            checkpoint_every=10**9,
-                            eval_episodes=1,
-                            device=args.device,
-                            compile=compiled,
-                            precision=precision,
-                            checkpoint=os.path.join(tmp, "rebrac.pt"),
+                for _ in range(args.repeats):
+                    for version, module in versions.items():
+                        key = (batch_size, precision, compiled, version)
+                        ups, actor = time_variant(
+                            module, version, args, batch_size, precision, compiled, slow_bf16, on_gpu
                         )
+                        results[key], weights[key] = max(ups, results.get(key, 0.0)), actor
+                if args.baseline:
+                    same = all(
+                        torch.equal(a, b) for a, b in zip(weights[key].values(), weights[(*key[:3], "this")].values())
                     )
-                # the training loop's time: updates, plus the final 1-episode evaluation and checkpoint (an
-                # untrained hopper falls within ~100 steps); dataset loading is outside it. On a CPU the
-                # process's CPU time is the figure to read: wall time on a shared machine counts the others' jobs.
-                wall, cpu = updates / out["seconds"], updates / out["cpu_seconds"]
-                ups = results[(batch_size, precision, compiled)] = wall if on_gpu else cpu
-                print(
-                    f"ReBRAC batch {batch_size:5d} {precision} {'compiled' if compiled else 'eager   '}: "
-                    f"{ups:8.1f} updates/s, {ups * batch_size:9.0f} samples/s (100k updates in "
-                    f"{1e5 / ups / 60:.1f} min, 1M in {1e6 / ups / 60:.0f} min)"
-                    + ("" if on_gpu else f"; wall clock {wall:.1f} updates/s")
-                )
+                    print(f"  final actor weights of the baseline and this version: {'equal' if same else 'differ'}")
+    for batch_size in args.batch_sizes:
+        gflop, peak = matmul_floor(batch_size, args.device)
+        best = max(v for k, v in results.items() if k[0] == batch_size and k[1] == "fp32")
+        print(
+            f"batch {batch_size}: {gflop:.2f} GFLOP of matrix products per update (FLOP counter); this device's fp32 "
+            f"256×256 product runs at {peak:.0f} GFLOP/s, so no fp32 update can beat {peak / gflop:.0f} updates/s "
+            f"here; the fastest variant above reaches {best / (peak / gflop):.0%} of that"
+        )
     first = next(iter(results))
-    print(f"ratios (same run), samples/s against batch {first[0]} {first[1]} {'compiled' if first[2] else 'eager'}:")
-    for (batch_size, precision, compiled), ups in results.items():
-        name = f"batch {batch_size} {precision} {'compiled' if compiled else 'eager'}"
-        line = f"  {name:28s} samples/s {ups * batch_size / (results[first] * first[0]):.2f}x"
-        if precision != "fp32" and (batch_size, "fp32", compiled) in results:
-            line += f", updates/s {ups / results[(batch_size, 'fp32', compiled)]:.2f}x fp32"
+    print(f"ratios (same run), samples/s against batch {first[0]} {first[1]} {name_of(first)}:")
+    for key, ups in results.items():
+        batch_size, precision, compiled, version = key
+        ratio = ups * batch_size / (results[first] * first[0])
+        line = f"  {f'batch {batch_size} {precision} {name_of(key)}':36s} samples/s {ratio:.2f}x"
+        if precision != "fp32" and (batch_size, "fp32", compiled, version) in results:
+            line += f", updates/s {ups / results[(batch_size, 'fp32', compiled, version)]:.2f}x fp32"
         if compiled:
-            line += f", compiled / eager {ups / results[(batch_size, precision, False)]:.2f}x"
+            line += f", compiled / eager {ups / results[(batch_size, precision, False, version)]:.2f}x"
+        if version == "this" and (batch_size, precision, compiled, "baseline") in results:
+            line += f", this / baseline {ups / results[(batch_size, precision, compiled, 'baseline')]:.2f}x"
         print(line)
     return results
 

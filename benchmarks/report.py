@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tyro
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD_MODELS = ("ddpm", "meanflow")
 ALGOS = ("rebrac", "ddpm", "meanflow")
 NAMES = {"rebrac": "ReBRAC", "ddpm": "ITPO-DDPM", "meanflow": "ITPO-MeanFlow"}
@@ -480,6 +481,7 @@ def plot_differences(path: str, rows: list[dict], iqm: dict) -> None:
         ax2.errorbar([m], [i], xerr=[[m - lo], [hi - m]], fmt="o", capsize=4, color=COLORS[a])
     ax1.ticklabel_format(axis="y", useOffset=False)
     ax2.ticklabel_format(axis="x", useOffset=False)
+    ax2.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))  # close IQMs: long labels, few of them
     ax2.set_yticks(range(len(algos)), [NAMES[a] for a in algos])
     ax2.set_xlabel("IQM normalised score")
     ax2.set_title("Aggregate IQM (stratified bootstrap)")
@@ -571,8 +573,11 @@ def plot_training_curves(path: str, histories: dict) -> None:
     runs = sorted({run for h in histories.values() for run in h})
     colors = {run: plt.cm.tab10(i % 10) for i, run in enumerate(runs)}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax in axes:  # steps as 5k, 10k, ...: full numbers overlap
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+    for ax in axes:  # steps as 5k, 10k, ... (full numbers overlap), few ticks; below 1000 as they are
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5, integer=True))
+        ax.xaxis.set_major_formatter(
+            matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}")
+        )
     panels = [
         (axes[0], [("rebrac", "score", "-")], "ReBRAC evaluation", "updates", "normalised score"),
         (
@@ -639,7 +644,9 @@ def main(args: Args) -> dict:
     try:
         write_table(
             os.path.join(staging, "table.md"),
-            os.path.abspath(args.root) + "".join(f"` + `{folder}" for folder in args.include),
+            # relative to the repository: the table names no machine's paths
+            os.path.relpath(os.path.abspath(args.root), REPO)
+            + "".join(f"` + `{os.path.relpath(os.path.abspath(f), REPO)}" for f in args.include),
             rows,
             iqm,
             n_runs,

@@ -19,7 +19,7 @@ hash) is skipped. One failed stage is reported (traceback in `<root>/failures/`)
 stages downstream of it are not run.
 
 Layout under `--root` (default `sweeps/<preset>`; all paths absolute, so the workers' cwd does not
-matter; tensorboard logs go to `runs/` under the directory the sweep was started from):
+matter; each stage runs in the root, so its tensorboard logs go to `<root>/runs/`):
 
     checkpoints/<env-id>/{rebrac,dynamics,reward,meanflow}_seed<S>.pt
     tuning/<env-id>_seed<S>_<wm>_alpha<α>.json   one α candidate on the tuning seeds
@@ -408,7 +408,8 @@ def run_stage(module: str, entry: str, kwargs: dict, workdir: str, keep_result: 
     Args (common.load_dataset). Never raises: a failure comes back as its traceback."""
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
-    os.chdir(workdir)  # tensorboard logs and itpo_eval's runs/<name>/summary.json land under the sweep's cwd
+    os.makedirs(workdir, exist_ok=True)
+    os.chdir(workdir)  # the sweep's root: tensorboard logs and itpo_eval's runs/<name>/summary.json land there
     t0 = time.time()
     try:
         mod = importlib.import_module(module)
@@ -452,7 +453,7 @@ class Node:
 class Sweep:
     def __init__(self, args: Args, budgets: dict, pairs: list[tuple[str, int]], root: str):
         self.args, self.b, self.pairs, self.root = args, budgets, pairs, root
-        self.workdir = os.getcwd()
+        self.workdir = root  # the stages' cwd: their tensorboard logs go to <root>/runs
         self.nodes: dict[tuple, Node] = {}
         self.alphas = [args.step_size] if args.step_size is not None else list(dict.fromkeys(args.alpha_grid))
         for env_id in dict.fromkeys(e for e, _ in pairs):
@@ -896,6 +897,8 @@ class Sweep:
 def main(args: Args) -> dict:
     """Run the sweep; returns {"statuses": {(env_id, seed, stage): status}, "failed": [...], "root", "seconds"}."""
     budgets, pairs, root = resolve(args)
+    if os.environ.get("MINARI_DATASETS_PATH"):  # the stages run in the root: a relative path would move
+        os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(os.environ["MINARI_DATASETS_PATH"])
     t0 = time.time()
     print(
         f"[sweep] preset {args.preset}: {len(pairs)} (dataset, seed) runs under {root}\n[sweep] budgets: "

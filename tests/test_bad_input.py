@@ -147,6 +147,19 @@ def test_checkpoint_of_another_stage_is_refused(pipeline):
     assert "is a dynamics checkpoint, not a meanflow one" in message  # was: a TypeError traceback
 
 
+def test_remake_hint_names_the_checkpoint_path_given(pipeline, tmp_path):
+    elsewhere = str(tmp_path / "my rebrac.pt")
+    message = exit_message(lambda: common.load_checkpoint(elsewhere, pipeline["env_id"], "rebrac"))
+    assert message.endswith(
+        f"make it with: python rebrac.py --env-id {pipeline['env_id']} --seed 0 --checkpoint '{elsewhere}'"
+    )
+    default = common.checkpoint_path("hopper-expert", "reward", 1)
+    message = exit_message(lambda: common.load_checkpoint(default, "hopper-expert", "reward", 1))
+    assert message.endswith(
+        "make it with: python train_reward.py --env-id hopper-expert --seed 1"
+    )  # no flag: it is the default
+
+
 def itpo_args(pipeline, **kw):
     return tiny_itpo_args(pipeline, **{"particles": 4, "horizon": 2, "episodes": 1, "baseline": False, **kw})
 

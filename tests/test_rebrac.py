@@ -131,3 +131,52 @@ def test_end_to_end_checkpoint_and_resume(pipeline, capsys):
     after = torch.load(resumed, weights_only=True)
     assert after["step"] == 30
     assert not torch.equal(after["actor"]["net.0.weight"], ckpt["actor"]["net.0.weight"])
+
+
+def test_update_equals_the_plain_reference_update_bit_for_bit(pipeline):
+    """The script's update (frozen critic in the actor step, actor target moved before the step, foreach
+    Adam and lerp) trains exactly the weights of ReBRAC's update written the plain way, as the committed
+    rows were trained: per-tensor Adam, the actor's backward also into the critic's weights (discarded),
+    the actor target moved after the step toward a copy of the pre-update actor."""
+    import copy
+
+    from common import load_dataset, seed_everything
+
+    args = rebrac.resolve_args(tiny_rebrac_args(total_updates=14, checkpoint=str(pipeline["work"] / "plain.pt")))
+    rebrac.train(args)
+    trained = torch.load(args.checkpoint, weights_only=True)
+
+    seed_everything(args.seed)
+    data, _, _ = load_dataset(args.env_id, verbose=False)
+    replay = rebrac.make_replay(data, args.reward_scale, "cpu")
+    obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
+    actor, critic = rebrac.Actor(obs_dim, act_dim, args.hidden_dim), rebrac.Critic(obs_dim, act_dim, args.hidden_dim)
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, foreach=False)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, foreach=False)
+    for step in range(args.total_updates):
+        idx = torch.randint(0, len(replay["obs"]), (args.batch_size,))
+        batch = {k: v[idx] for k, v in replay.items()}
+        target = rebrac.critic_target(
+            batch, actor_target, critic_target, args.gamma, args.critic_bc_coef, args.policy_noise, args.noise_clip
+        )
+        critic_opt.zero_grad()
+        ((critic(batch["obs"], batch["actions"]) - target) ** 2).mean(1).sum(0).backward()
+        critic_opt.step()
+        if (step + 1) % args.policy_freq == 0:
+            before = copy.deepcopy(actor)
+            actor_opt.zero_grad()
+            rebrac.actor_loss_fn(actor, critic, batch, args.actor_bc_coef, args.normalize_q)[0].backward()
+            actor_opt.step()
+            with torch.no_grad():
+                for net, source in ((actor_target, before), (critic_target, critic)):
+                    for p_target, p in zip(net.parameters(), source.parameters()):
+                        p_target.lerp_(p, args.tau)
+    for key, net in (
+        ("actor", actor),
+        ("critic", critic),
+        ("actor_target", actor_target),
+        ("critic_target", critic_target),
+    ):
+        for name, value in net.state_dict().items():
+            assert torch.equal(trained[key][name], value), f"{key}.{name} differs from the plain update"

@@ -48,6 +48,8 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
         "curve-meanflow-meanflow15",
     }
     assert set(stages.values()) == {"done"}
+    logs = {p.name.split("_")[0] for p in (root / "runs").iterdir()}  # tensorboard under the root, not the cwd
+    assert {"rebrac", "dynamics", "reward", "meanflow"} <= logs, logs
 
     budgets = sweep.PRESETS["smoke"]
     ckpts = {}

@@ -1,0 +1,57 @@
+"""Ctrl-C (SIGINT) and SIGTERM in the training scripts, through their command lines: the current update
+finishes, the checkpoint is written, one line gives the command that continues, the exit status is 130,
+and the continued run ends with exactly the weights of a run that was never interrupted."""
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ENV_ID, ROOT
+
+TINY = {
+    "rebrac.py": ["--total-updates", "4000", "--batch-size", "64", "--hidden-dim", "32", "--eval-every", "100000"],
+    "train_reward.py": ["--total-steps", "4000", "--hidden-dim", "32", "--num-layers", "2", "--holdout", "20"],
+}
+
+
+def start(script, argv, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, os.path.join(ROOT, script), "--env-id", ENV_ID, "--device", "cpu", *argv]
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("script,sig", [("rebrac.py", signal.SIGINT), ("train_reward.py", signal.SIGTERM)])
+def test_signal_saves_and_the_continued_run_equals_the_uninterrupted_one(pipeline, tmp_path, script, sig):
+    interrupted, whole = str(tmp_path / "interrupted.pt"), str(tmp_path / "whole.pt")
+    proc = start(script, [*TINY[script], "--checkpoint", interrupted], tmp_path)
+    deadline = time.time() + 120
+    while not (tmp_path / "runs").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # the tensorboard folder appears just before the first update
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err, err
+    line = out.strip().splitlines()[-1]
+    assert f"{signal.Signals(sig).name}: stopped after" in line and "continue with: python" in line, out
+    step = torch.load(interrupted, weights_only=True)["step"]
+    assert 0 < step < 4000, f"the signal should land mid-run, it landed at step {step}"
+
+    command = shlex.split(line.split("continue with: ", 1)[1])  # the printed command, run as printed
+    assert command[0] == "python" and command[-1] == "--resume"
+    resumed = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert start(script, [*TINY[script], "--checkpoint", whole], tmp_path).wait(timeout=300) == 0
+
+    continued, uninterrupted = (torch.load(p, weights_only=True) for p in (interrupted, whole))
+    assert continued["step"] == uninterrupted["step"] == 4000
+    nets = ("actor", "critic", "actor_target", "critic_target") if script == "rebrac.py" else ("model",)
+    for net in nets:
+        for name, value in uninterrupted[net].items():
+            assert torch.equal(continued[net][name], value), f"{net}.{name}: the continued run differs"
