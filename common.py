@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.func import functional_call, vmap
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -640,6 +641,69 @@ def check_precision(precision: Precision, device, stage: str) -> None:
             f"[{stage}] warning: --precision bf16 on {device_name(device)}: this device has no bf16 "
             f"matrix units, so bf16 is emulated and runs several times slower than fp32; use --precision fp32 here"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# The imagined return Ĵ: one definition for ITPO (itpo_eval.py), the action-space planners
+# (plan_eval.py) and the ground truth (ground_truth.py). A rollout starts at the real state
+# s̃_0 = s_t and runs H steps in the learned models, s̃_{j+1} = f_θ(s̃_j, ã_j, ε_j), with ã_j = π_ψ(s̃_j)
+# (ITPO) or a given action sequence (the planners):
+#   Ĵ = Σ_{j<H} γ^j w_j r_ξ(s̃_j, ã_j) + γ^H w_H min_i Q_φ,i(s̃_H, π_ψ(s̃_H)),
+# w_j the probability that the imagined episode is still alive (1 where the reward model has no
+# termination head).
+# ---------------------------------------------------------------------------------------------
+def batched_policy(actor: torch.nn.Module):
+    """π_ψ with one ψ per episode: params {name: [N, ...]}, obs [N, ..., d] -> actions [N, ..., m]."""
+    return vmap(lambda params, obs: functional_call(actor, params, (obs,)))
+
+
+def imagined_returns(
+    policy,
+    params,
+    critic,
+    world,
+    reward,
+    s0: torch.Tensor,
+    eps: torch.Tensor,
+    gamma: float,
+    reward_scale: float = 1.0,
+    precision: Precision = "fp32",
+    actions: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Ĵ per rollout [N, M], the actions ã_j it took [N, M, H, m]): s0 [N, d], eps [N, M, H, *noise_shape];
+    `actions` [N, M, H, m] replaces π_ψ(s̃_j) for j < H (the terminal value keeps π_ψ(s̃_H)).
+
+    r_ξ is multiplied by the `reward_scale` the critic was trained with (AntMaze: 100), so that the
+    imagined rewards and the terminal value Q_φ are in the same units.
+
+    `precision` bf16 runs only the world model f_θ under autocast — where nearly all the work is
+    (H·K denoiser passes against H + 1 of π_ψ and r_ξ and one of Q_φ); its output returns to fp32
+    (ours already cast their network's output back, so their samplers' arithmetic is fp32 too).
+
+    The imagined episode may end (hopper and walker2d fall): w_j = Π_{i<j} (1 − p_done(s̃_i, ã_i))
+    weights the reward of step j and the terminal value, so a fall earns nothing after it."""
+    n, m, horizon = eps.shape[:3]
+    s = s0[:, None, :].expand(n, m, s0.shape[-1])
+    alive = torch.ones(n, m, device=s0.device, dtype=s0.dtype)
+    ret = torch.zeros(n, m, device=s0.device, dtype=s0.dtype)
+    taken = []
+    for j in range(horizon):
+        a = policy(params, s) if actions is None else actions[:, :, j]  # ã_j = π_ψ(s̃_j), or the plan's
+        taken.append(a)
+        r, done_logit = reward(s, a)  # r_ξ(s̃_j, ã_j)
+        ret = ret + gamma**j * alive * reward_scale * r
+        if done_logit is not None:
+            alive = alive * (1 - torch.sigmoid(done_logit))
+        with autocast(precision, s0.device):
+            s = world.f(s, a, eps[:, :, j]).to(s0.dtype)  # s̃_{j+1} = f_θ(s̃_j, ã_j, ε_j)
+    q = critic(s, policy(params, s)).min(0).values  # min_i Q_φ,i(s̃_H, π_ψ(s̃_H))
+    return ret + gamma**horizon * alive * q, torch.stack(taken, 2)
+
+
+def imagine_rollout(policy, params, critic, world, reward, s0, eps, gamma, reward_scale=1.0, precision="fp32"):
+    """ITPO's Ĵ_t(ψ) per episode [N]: the mean over the M particles of the rollouts of π_ψ."""
+    returns, _ = imagined_returns(policy, params, critic, world, reward, s0, eps, gamma, reward_scale, precision)
+    return returns.mean(-1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from itpo_eval import imagine_rollout
+from common import imagine_rollout
 
 # What is recorded at each probed step of each episode (ground_truth_steps.json)
 STEP_FIELDS = (

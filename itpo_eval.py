@@ -29,15 +29,16 @@ from typing import Literal
 import numpy as np
 import torch
 import tyro
-from torch.func import functional_call, grad, vmap
+from torch.func import grad
 from torch.utils.tensorboard import SummaryWriter
 
 from common import (
     MUJOCO_ENVS,
     Precision,
-    autocast,
+    batched_policy,
     check_precision,
     checkpoint_path,
+    imagine_rollout,
     make_eval_env_fn,
     normalized_score,
     parse_env_id,
@@ -154,52 +155,8 @@ def load_models(args: Args):
 
 
 # ---------------------------------------------------------------------------------------------
-# The imagined return Ĵ_t(ψ) and its gradient, for N episodes × M particles at once
+# The gradient of the imagined return Ĵ_t(ψ) (common.py), for N episodes × M particles at once
 # ---------------------------------------------------------------------------------------------
-def batched_policy(actor: torch.nn.Module):
-    """π_ψ with one ψ per episode: params {name: [N, ...]}, obs [N, ..., d] -> actions [N, ..., m]."""
-    return vmap(lambda params, obs: functional_call(actor, params, (obs,)))
-
-
-def imagine_rollout(
-    policy,
-    params,
-    critic,
-    world,
-    reward,
-    s0: torch.Tensor,
-    eps: torch.Tensor,
-    gamma: float,
-    reward_scale: float = 1.0,
-    precision: Precision = "fp32",
-):
-    """Ĵ_t(ψ) per episode: s0 [N, d], eps [N, M, H, *noise_shape] -> [N] (mean over the M particles).
-
-    r_ξ is multiplied by the `reward_scale` the critic was trained with (AntMaze: 100), so that the
-    imagined rewards and the terminal value Q_φ are in the same units.
-
-    `precision` bf16 runs only the world model f_θ under autocast — where nearly all the work is
-    (H·K denoiser passes against H + 1 of π_ψ and r_ξ and one of Q_φ); its output returns to fp32
-    (ours already cast their network's output back, so their samplers' arithmetic is fp32 too).
-
-    The imagined episode may end (hopper and walker2d fall): w_j = Π_{i<j} (1 − p_done(s̃_i, ã_i))
-    weights the reward of step j and the terminal value, so a fall earns nothing after it."""
-    n, m, horizon = eps.shape[:3]
-    s = s0[:, None, :].expand(n, m, s0.shape[-1])
-    alive = torch.ones(n, m, device=s0.device, dtype=s0.dtype)
-    ret = torch.zeros(n, m, device=s0.device, dtype=s0.dtype)
-    for j in range(horizon):
-        a = policy(params, s)  # ã_j = π_ψ(s̃_j)
-        r, done_logit = reward(s, a)  # r_ξ(s̃_j, ã_j)
-        ret = ret + gamma**j * alive * reward_scale * r
-        if done_logit is not None:
-            alive = alive * (1 - torch.sigmoid(done_logit))
-        with autocast(precision, s0.device):
-            s = world.f(s, a, eps[:, :, j]).to(s0.dtype)  # s̃_{j+1} = f_θ(s̃_j, ã_j, ε_j)
-    q = critic(s, policy(params, s)).min(0).values  # min_i Q_φ,i(s̃_H, π_ψ(s̃_H))
-    return (ret + gamma**horizon * alive * q).mean(-1)
-
-
 def inner_step(policy, params, critic, world, reward, s0, eps, gamma, reward_scale=1.0, precision="fp32"):
     """Ĵ [N] and ∇_ψ Ĵ (one gradient per episode: the episodes' objectives are independent, so the
     gradient of their sum is each episode's own)."""
@@ -422,7 +379,7 @@ def main(args: Args) -> dict:
     )
     if not str(args.device).startswith("cuda") and args.particles > 256:  # M = 4096 is a GPU's setting
         print(
-            f"[itpo] note: M={args.particles} on a CPU: about {1.15e-3 * args.particles * args.episodes / 10:.1f} s "
+            f"[itpo] note: M={args.particles} on a CPU: about {1.15 * args.particles * args.episodes / 10:.0f} ms "
             f"per env step (1.15 ms per particle at 10 episodes on this project's CPUs); try --particles 32 to 256"
         )
     if args.compile and not str(args.device).startswith("cuda"):

@@ -533,6 +533,12 @@ def plot_budget_curves(path: str, curves: list[dict]) -> None:
             if ax.get_legend_handles_labels()[0]:  # points to draw on a log axis
                 ax.set_xscale("log")
                 ax.legend(fontsize=7)
+                # ticks at 1, 2, 5 × 10^k, written plainly; no labels on the minor ticks (they crowd)
+                ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(
+                    matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x >= 1000 else f"{x:g}")
+                )
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             else:
                 ax.text(0.5, 0.5, "no points", ha="center", transform=ax.transAxes)
     fig.tight_layout()
@@ -611,13 +617,14 @@ def plot_training_curves(path: str, histories: dict) -> None:
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         if "RMSE" in ylabel and drawn:
             ax.set_yscale("log")
-        if drawn:
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-        else:
+        if not drawn:
             ax.text(0.5, 0.5, "no history", ha="center", transform=ax.transAxes)
+    # one legend for the three panels (a colour is a run in all of them), beside them: it covers no curve
+    legend = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

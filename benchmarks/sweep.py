@@ -159,7 +159,7 @@ BUDGET_FIELDS = tuple(k for k in PRESETS["cpu"] if k not in CURVE_FIELDS)
 # two stages at once): the basis of the wall-time estimate printed at start. Other machines differ: the
 # estimate says what the preset asks for, not what your machine will take.
 RATES = {
-    "rebrac_updates_per_s": {256: 45.0, 1024: 17.0},  # batch -> updates/s
+    "rebrac_updates_per_s": {256: 50.0, 1024: 17.0},  # batch -> updates/s (256: 1.12× since 075b4fc)
     "dynamics_steps_per_s": 125.0,  # DDPM, K = 10, batch 256
     "reward_steps_per_s": 300.0,
     "meanflow_steps_per_s": 60.0,  # JVP: about 2× a DDPM step

@@ -178,3 +178,14 @@ def test_summary_names_the_episode_limit_that_applied(pipeline, cut, applied):
     assert summary["itpo"]["episode_limit"] == applied
     assert summary["itpo"]["env"]["max_episode_steps"] == 1000  # the env's own
     assert max(summary["itpo"]["lengths"]) <= applied
+
+
+def test_itpo_on_a_cpu_says_what_a_large_m_and_compile_cost(pipeline, capsys, monkeypatch):
+    itpo_eval.main(itpo_args(pipeline, particles=256, max_episode_steps=2))
+    assert "note:" not in capsys.readouterr().out  # the CPU range: no notice
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # the notice, not minutes of compiling
+    itpo_eval.main(itpo_args(pipeline, particles=257, max_episode_steps=2, compile=True))
+    out = capsys.readouterr().out
+    assert "[itpo] note: M=257 on a CPU: about 30 ms per env step" in out and "try --particles 32 to 256" in out
+    assert "[itpo] note: --compile on a CPU compiles for minutes" in out
+    assert "[itpo] on " in out and "thread(s)" in out  # the start line names the device

@@ -20,6 +20,7 @@ SCRIPTS = {  # script -> a flag its --help must document
     "train_reward.py": "--termination",
     "meanflow_onestep.py": "--tilt-temperature",
     "itpo_eval.py": "--particles",
+    "plan_eval.py": "--policy-samples",
     "benchmarks/world_model_speed.py": "--compile-too",
     "benchmarks/rebrac_speed.py": "--updates",
     "benchmarks/rebrac_budget.py": "--eval-samples",

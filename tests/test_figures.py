@@ -96,7 +96,25 @@ def test_report_figures_have_legible_ticks(tmp_path, drawn):
         for stage, runs in histories.items()
     }
     report.plot_training_curves(str(tmp_path / "training_big.png"), big)
-    assert len(drawn) == 3
+    curves = [  # a ReBRAC curve and RMSE points close together on a log axis (labels once crowded there)
+        {
+            "env_id": "hopper-medium",
+            "vary": "rebrac",
+            "wm": wm,
+            "step": step,
+            "rmse": None,
+            "rebrac": (20.0, 18.0, 22.0),
+            "diff": (d, d - 3, d + 3),
+        }
+        for wm in ("ddpm", "meanflow")
+        for step, d in ((25_000, 1.0), (50_000, -2.0), (100_000, 4.0), (200_000, 0.0))
+    ] + [
+        {"env_id": "hopper-medium", "vary": "dynamics", "wm": wm, "step": 0, "rmse": rmse, "diff": (1.0, 0.0, 2.0)}
+        for wm in ("ddpm", "meanflow")
+        for rmse in (0.21, 0.26, 0.29, 0.33, 0.38)
+    ]
+    report.plot_budget_curves(str(tmp_path / "budget.png"), curves)
+    assert len(drawn) == 4
     for fig in drawn:
         assert fig.overlaps == []
     labels = [t.get_text() for t in drawn[1].axes[0].xaxis.get_majorticklabels() if t.get_text()]

@@ -55,3 +55,28 @@ def test_signal_saves_and_the_continued_run_equals_the_uninterrupted_one(pipelin
     for net in nets:
         for name, value in uninterrupted[net].items():
             assert torch.equal(continued[net][name], value), f"{net}.{name}: the continued run differs"
+
+
+def test_collect_stops_at_its_next_snapshot_and_a_rerun_finishes(tmp_path):
+    import json
+
+    argv = ["--env", "hopper", "--total-timesteps", "3000", "--snapshot-every", "1000", "--learning-starts", "100"]
+    argv += ["--transitions", "300", "--eval-episodes", "1", "--work-dir", "work", "--datasets-path", "datasets"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, os.path.join(ROOT, "collect_dataset.py"), *argv]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "work" / "hopper" / "seed0" / "runs").exists() and time.time() < deadline:
+        time.sleep(0.05)  # its tensorboard folder: SAC is about to start
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Traceback" not in err, out + err
+    assert "SIGINT: [collect] stopping at the next safe point" in out
+    assert "continue with: python" in out.strip().splitlines()[-1] and "--resume" not in out  # a rerun resumes
+    progress = json.loads((tmp_path / "work" / "hopper" / "seed0" / "progress.json").read_text())
+    assert progress["step"] in (1000, 2000) and not (tmp_path / "datasets").exists()  # stopped at a snapshot
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resuming SAC at step {progress['step']}" in rerun.stdout
+    assert (tmp_path / "datasets" / "local" / "hopper" / "medium-replay-v0").exists()

@@ -1,0 +1,106 @@
+"""plan_eval.py: MPPI and gradient shooting on ITPO's models, scored by the one imagined return Ĵ."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from test_itpo import GAMMA, M_ACT, H, stacked, tiny_problem
+
+import common
+import plan_eval
+from conftest import ROOT
+
+
+def test_a_given_action_sequence_is_scored_as_the_policy_that_took_it():
+    """Ĵ of π's own imagined actions, given as a plan, is π's Ĵ: one definition of the imagined return."""
+    actor, critic, world, reward = tiny_problem(termination=True)
+    policy, params = common.batched_policy(actor), stacked(actor, 2)
+    s0 = torch.randn(2, 3, dtype=torch.float64)
+    eps = torch.randn(2, 4, H, *world.noise_shape, dtype=torch.float64)
+    with torch.no_grad():
+        returns, taken = common.imagined_returns(policy, params, critic, world, reward, s0, eps, GAMMA)
+        replayed, same = common.imagined_returns(policy, params, critic, world, reward, s0, eps, GAMMA, actions=taken)
+        other, _ = common.imagined_returns(policy, params, critic, world, reward, s0, eps, GAMMA, actions=-taken)
+    assert taken.shape == (2, 4, H, M_ACT) and torch.equal(same, taken)
+    torch.testing.assert_close(replayed, returns)
+    assert not torch.allclose(other, returns)  # the plan's actions, not π's, drive the rollout
+    mean = common.imagine_rollout(policy, params, critic, world, reward, s0, eps, GAMMA)
+    torch.testing.assert_close(mean, returns.mean(-1))
+
+
+def test_mppi_refit_by_hand():
+    candidates = torch.tensor([[[[0.0]], [[1.0]], [[-1.0]], [[0.5]]]])  # N 1, C 4, H 1, m 1
+    values = torch.tensor([[1.0, 3.0, float("nan"), 2.0]])  # nan: never an elite
+    mean, std, elite, weight = plan_eval.refit(candidates, values, elites=2, temperature=0.5, min_std=0.05, max_std=2)
+    w = torch.tensor([1.0, float(np.exp(-0.5))])
+    w = w / w.sum()
+    torch.testing.assert_close(weight[0], w)
+    torch.testing.assert_close(elite[0, :, 0, 0], torch.tensor([1.0, 0.5]))
+    m = w[0] * 1.0 + w[1] * 0.5
+    torch.testing.assert_close(mean[0, 0, 0], m)
+    torch.testing.assert_close(std[0, 0, 0], (w[0] * (1 - m) ** 2 + w[1] * (0.5 - m) ** 2).sqrt())
+    _, clamped, _, _ = plan_eval.refit(candidates, values, elites=1, temperature=0.5, min_std=0.05, max_std=2)
+    assert clamped.item() == pytest.approx(0.05)  # one elite: no spread, σ at its floor
+
+
+def plan_args(pipeline, **kw):
+    c = pipeline["ckpt"]
+    paths = dict(rebrac_checkpoint=c["rebrac"], dynamics_checkpoint=c["dynamics"], reward_checkpoint=c["reward"])
+    base = dict(env_id=pipeline["env_id"], device="cpu", episodes=2, max_episode_steps=8, horizon=2, **paths)
+    return plan_eval.Args(**{**base, **kw})
+
+
+def test_shooting_at_step_size_zero_acts_as_the_actor(pipeline):
+    """The plan starts at π's imagined actions, whose first is π(s_t): no ascent, the ReBRAC episodes."""
+    out = plan_eval.main(plan_args(pipeline, planner="shooting", step_size=0.0, particles=3))
+    assert out["shooting"]["normalized_scores"] == out["rebrac"]["normalized_scores"]
+    moved = plan_eval.main(plan_args(pipeline, planner="shooting", step_size=5.0, particles=3))
+    assert moved["shooting"]["returns"] != moved["rebrac"]["returns"]
+
+
+def test_mppi_warm_starts_from_the_shifted_plan_and_resets(pipeline):
+    args = plan_args(pipeline, samples=6, policy_samples=2, elites=3, iterations=2)
+    actor, critic, world, reward, _ = plan_eval.load_models(args)
+    planner = plan_eval.Planner(actor, critic, world, reward, args, gamma=0.99)
+    obs = np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32)
+    action = planner(obs, np.array([True, True]))
+    assert action.shape == (2, 3) and np.abs(action).max() <= 1 and planner.mean.abs().sum() > 0
+    planner.reset(torch.tensor([True, False]))
+    assert planner.mean[0].abs().sum() == 0 and planner.mean[1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("planner", ["mppi", "shooting"])
+def test_cli_runs_the_planner_paired_with_rebrac(pipeline, tmp_path, planner):
+    c = pipeline["ckpt"]
+    argv = ["--env-id", pipeline["env_id"], "--planner", planner, "--device", "cpu", "--episodes", "2"]
+    argv += ["--max-episode-steps", "5", "--horizon", "2", "--samples", "8", "--policy-samples", "2", "--elites", "4"]
+    argv += ["--iterations", "2", "--particles", "3", "--run-name", "plan", "--rebrac-checkpoint", c["rebrac"]]
+    argv += ["--dynamics-checkpoint", c["dynamics"], "--reward-checkpoint", c["reward"]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "plan_eval.py"), *argv], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((tmp_path / "runs" / "plan" / "summary.json").read_text())
+    assert len(summary[planner]["normalized_scores"]) == 2 and summary[planner]["seconds_per_env_step"] > 0
+    diff = np.array(summary[planner]["normalized_scores"]) - np.array(summary["rebrac"]["normalized_scores"])
+    assert summary["paired_difference"]["mean"] == pytest.approx(diff.mean())
+    assert summary["settings"]["planner"] == planner
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--elites", "600"], "--elites (600) must be at most --samples + --policy-samples"),
+        (["--min-std", "3"], "--min-std and --max-std need 0 < min ≤ max"),
+        (["--samples", "0"], "--samples must be a positive number"),
+        (["--step-size", "nan"], "--step-size must be ≥ 0"),
+    ],
+)
+def test_bad_flags_are_one_line(flags, message):
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "plan_eval.py"), *flags], capture_output=True, text=True)
+    lines = [line for line in run.stderr.strip().splitlines() if line.strip()]
+    assert run.returncode != 0 and len(lines) == 1 and message in lines[0], run.stderr
