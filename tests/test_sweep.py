@@ -218,8 +218,34 @@ def test_presets_and_overrides():
     budgets, _, _ = sweep.resolve(sweep.Args(env_ids=["hopper-medium"], rebrac_curve=[50_000], rebrac_updates=100_000))
     assert budgets["rebrac_curve"] == [50_000, 100_000]  # the final checkpoint ends every curve
     s = sweep.Sweep(sweep.Args(env_ids=["hopper-medium"]), *sweep.resolve(sweep.Args(env_ids=["hopper-medium"])))
-    assert s.snapshot_every("rebrac") == 25_000 and s.snapshot_every("dynamics") == 5_000
-    assert s.snapshot_every("reward") == 0
+    assert s.snapshot_every("hopper-medium", "rebrac") == 25_000
+    assert s.snapshot_every("hopper-medium", "dynamics") == 5_000
+    assert s.snapshot_every("hopper-medium", "reward") == 0
+
+
+def test_an_environment_gets_its_own_world_model_budgets(capsys):
+    """The preset's per-environment table reaches that environment's stages and no other's; a flag overrides it."""
+    args = sweep.Args(preset="smoke", runs=["hopper-medium-replay:0", "walker2d-medium-replay:0"], root="x")
+    budgets, pairs, root = sweep.resolve(args)
+    s = sweep.Sweep(args, budgets, pairs, root)
+    hopper, walker = (s.stage_kwargs(e, 0, "dynamics") for e, _ in pairs)
+    assert hopper["total_steps"] == sweep.PRESETS["smoke"]["dynamics_steps"] == 30 and walker["total_steps"] == 45
+    assert hopper["snapshot_every"] == 15 and walker["snapshot_every"] == 15  # gcd of 15, 30 (walker: 45's curve)
+    assert s.curve("walker2d-medium-replay", "dynamics") == [15, 30, 45]
+    assert s.curve("hopper-medium-replay", "dynamics") == [15, 30]
+    assert s.stage_kwargs(pairs[1][0], 0, "reward")["total_steps"] == hopper_reward(s)  # only the world model's
+    nodes = {n.stage for n in s.nodes.values() if n.env_id == "walker2d-medium-replay"}
+    assert {"curve-ddpm-dynamics15", "curve-ddpm-dynamics30"} <= nodes  # walker's curve points, not hopper's
+    assert "curve-ddpm-dynamics30" not in {n.stage for n in s.nodes.values() if n.env_id == "hopper-medium-replay"}
+    flagged, _, _ = sweep.resolve(sweep.Args(preset="smoke", runs=["walker2d-medium-replay:0"], dynamics_steps=60))
+    assert flagged["dynamics_steps"] == 60 and "dynamics_steps" not in flagged["per_env"]["walker2d"]
+    assert flagged["per_env"]["walker2d"]["dynamics_curve"] == [15, 30, 45, 60]
+    with pytest.raises(SystemExit, match=r"the walker2d budgets"):  # the table's curve must fit the flag's budget
+        sweep.resolve(sweep.Args(preset="smoke", runs=["walker2d-medium-replay:0"], dynamics_steps=40))
+
+
+def hopper_reward(s) -> int:
+    return s.stage_kwargs("hopper-medium-replay", 0, "reward")["total_steps"]
 
 
 def test_alpha_ties_keep_the_smaller_step_size(tmp_path):
