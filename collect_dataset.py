@@ -239,6 +239,8 @@ def snapshot_callback(args: Args, work: str, progress: dict, writer, evaluate, t
     from tqdm import tqdm
 
     class _Snapshot(BaseCallback):
+        stopping = False  # set after a snapshot once `stop` has seen a signal: training ends at the next step
+
         def _on_training_start(self):
             self.t_save = time.time()  # SAC wall time is counted up to the last snapshot, so a resumed run adds up
             self.bar = tqdm(total=total, initial=self.num_timesteps, desc="SAC", mininterval=2)
@@ -246,8 +248,6 @@ def snapshot_callback(args: Args, work: str, progress: dict, writer, evaluate, t
         def _on_step(self) -> bool:
             self.bar.update(self.model.n_envs)
             return not self.stopping
-
-        stopping = False
 
         def _on_rollout_end(self) -> None:
             # After the step's transition is stored (train_freq=1), so the saved buffer is whole.

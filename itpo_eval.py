@@ -43,6 +43,7 @@ from common import (
     normalized_score,
     parse_env_id,
     require,
+    require_device,
     require_positive,
     run_episodes,
     seed_everything,
@@ -119,10 +120,7 @@ class Args:
         )
         require(self.gamma is None or 0 < self.gamma <= 1, f"--gamma must be in (0, 1], not {self.gamma}")
         require(self.eval_seed >= 0, f"--eval-seed must be ≥ 0 (gymnasium's seeds are), not {self.eval_seed}")
-        require(
-            not self.device.startswith("cuda") or torch.cuda.is_available(),
-            f"--device {self.device}: torch sees no CUDA device here; use --device cpu",
-        )
+        require_device(self)
 
 
 # ---------------------------------------------------------------------------------------------

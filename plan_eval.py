@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -33,7 +33,7 @@ import tyro
 from torch.func import grad
 from torch.utils.tensorboard import SummaryWriter
 
-from common import batched_policy, imagined_returns, require, require_positive, seed_everything
+from common import batched_policy, imagined_returns, require, require_device, require_positive, seed_everything
 from itpo_eval import evaluate, load_models
 
 
@@ -111,10 +111,17 @@ class Args:
         require(np.isfinite(self.step_size) and self.step_size >= 0, f"--step-size must be ≥ 0, not {self.step_size}")
         require(self.gamma is None or 0 < self.gamma <= 1, f"--gamma must be in (0, 1], not {self.gamma}")
         require(self.eval_seed >= 0, f"--eval-seed must be ≥ 0 (gymnasium's seeds are), not {self.eval_seed}")
-        require(
-            not self.device.startswith("cuda") or torch.cuda.is_available(),
-            f"--device {self.device}: torch sees no CUDA device here; use --device cpu",
-        )
+        require_device(self)
+        # the other planner's flags would be ignored: refuse them (the run would not be what was asked)
+        ignored = SHOOTING_FLAGS if self.planner == "mppi" else MPPI_FLAGS
+        given = [f"--{f.replace('_', '-')}" for f in ignored if getattr(self, f) != PLANNER_DEFAULTS[f]]
+        other = "shooting" if self.planner == "mppi" else "mppi"
+        require(not given, f"{', '.join(given)}: only --planner {other} uses it; drop it or pass --planner {other}")
+
+
+MPPI_FLAGS = ("iterations", "samples", "policy_samples", "elites", "temperature", "min_std", "max_std")
+SHOOTING_FLAGS = ("particles", "shooting_steps", "step_size")
+PLANNER_DEFAULTS = {f.name: f.default for f in fields(Args) if f.name in MPPI_FLAGS + SHOOTING_FLAGS}
 
 
 def refit(candidates, values, elites: int, temperature: float, min_std: float, max_std: float):

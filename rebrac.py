@@ -404,8 +404,7 @@ def train(args: Args) -> dict:
         critic_opt.step()
         if not update_actor:
             return critic_loss.detach(), q.mean().detach(), None
-        with torch.no_grad():  # the actor target moves toward the pre-update actor, as CORL's: before the step
-            soft_update(actor_target, actor, args.tau)
+        soft_update(actor_target, actor, args.tau)  # toward the pre-update actor, as CORL's: before the step
         # The actor's loss differentiates w.r.t. ψ only: frozen critic weights spare the backward pass their
         # weight gradients (a third of its matrix products), which the critic step would discard anyway.
         critic.requires_grad_(False)
@@ -415,8 +414,7 @@ def train(args: Args) -> dict:
         actor_loss.backward()
         actor_opt.step()
         critic.requires_grad_(True)
-        with torch.no_grad():
-            soft_update(critic_target_net, critic, args.tau)
+        soft_update(critic_target_net, critic, args.tau)
         return critic_loss.detach(), q.mean().detach(), (actor_loss.detach(), q_pi, lmbda, bc)
 
     # On CUDA, "reduce-overhead" replays the whole update as CUDA graphs: no Python or launch overhead.

@@ -63,9 +63,8 @@ def load_baseline(path: str):
     return module
 
 
-def matmul_floor(batch_size: int, device: str) -> tuple[float, float]:
-    """(matrix GFLOP of one update, averaged over the critic-only and actor steps; this device's fp32
-    GFLOP/s on a 256×256 by 256×256 product) from torch's own FLOP counter on the current update."""
+def update_gflop(batch_size: int, device: str) -> float:
+    """Matrix GFLOP of one update (the critic-only and actor steps averaged), from torch's FLOP counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
     obs_dim, act_dim, hidden = 11, 3, rebrac.Args.hidden_dim
@@ -85,21 +84,27 @@ def matmul_floor(batch_size: int, device: str) -> tuple[float, float]:
     critic.requires_grad_(False)  # as the update does: the actor's loss differentiates w.r.t. ψ only
     with FlopCounterMode(display=False) as counter:
         rebrac.actor_loss_fn(actor, critic, batch, 0.1, True)[0].backward()
-    per_update = critic_flops + counter.get_total_flops() / rebrac.Args.policy_freq
+    return (critic_flops + counter.get_total_flops() / rebrac.Args.policy_freq) / 1e9
+
+
+def matmul_gflops(device: str, n: int = 500) -> float:
+    """This device's fp32 GFLOP/s on a 256×256 by 256×256 product (CPU time on a CPU, wall time on a GPU)."""
+    clock = time.process_time if device == "cpu" else time.time
     a, b = torch.randn(256, 256, device=device), torch.randn(256, 256, device=device)
     for _ in range(20):
         a @ b
-    n, t0 = 500, time.process_time() if device == "cpu" else time.time()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = clock()
     for _ in range(n):
         a @ b
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    seconds = (time.process_time() if device == "cpu" else time.time()) - t0
-    return per_update / 1e9, n * 2 * 256**3 / seconds / 1e9
+    return n * 2 * 256**3 / (clock() - t0) / 1e9
 
 
-def name_of(key) -> str:
-    return ("compiled" if key[2] else "eager") + ("" if key[3] == "this" else " baseline")
+def variant_name(compiled: bool, version: str) -> str:
+    return ("compiled" if compiled else "eager") + ("" if version == "this" else " baseline")
 
 
 def time_variant(
@@ -129,7 +134,7 @@ def time_variant(
     wall, cpu = updates / out["seconds"], updates / out["cpu_seconds"]
     ups = wall if on_gpu else cpu
     print(
-        f"ReBRAC batch {batch_size:5d} {precision} {name_of((0, 0, compiled, version)):17s}: "
+        f"ReBRAC batch {batch_size:5d} {precision} {variant_name(compiled, version):17s}: "
         f"{ups:8.1f} updates/s, {ups * batch_size:9.0f} samples/s (100k updates in "
         f"{1e5 / ups / 60:.1f} min, 1M in {1e6 / ups / 60:.0f} min)"
         + ("" if on_gpu else f"; wall clock {wall:.1f} updates/s")
@@ -161,20 +166,25 @@ def main(args: Args) -> dict:
                         torch.equal(a, b) for a, b in zip(weights[key].values(), weights[(*key[:3], "this")].values())
                     )
                     print(f"  final actor weights of the baseline and this version: {'equal' if same else 'differ'}")
+    peak = matmul_gflops(args.device)
     for batch_size in args.batch_sizes:
-        gflop, peak = matmul_floor(batch_size, args.device)
-        best = max(v for k, v in results.items() if k[0] == batch_size and k[1] == "fp32")
+        gflop = update_gflop(batch_size, args.device)
+        best = max((v for k, v in results.items() if k[0] == batch_size and k[1] == "fp32"), default=None)
         print(
             f"batch {batch_size}: {gflop:.2f} GFLOP of matrix products per update (FLOP counter); this device's fp32 "
             f"256×256 product runs at {peak:.0f} GFLOP/s, so no fp32 update can beat {peak / gflop:.0f} updates/s "
-            f"here; the fastest variant above reaches {best / (peak / gflop):.0%} of that"
+            + (
+                "here"
+                if best is None
+                else f"here; the fastest fp32 variant above reaches {best / (peak / gflop):.0%} of that"
+            )
         )
     first = next(iter(results))
-    print(f"ratios (same run), samples/s against batch {first[0]} {first[1]} {name_of(first)}:")
+    print(f"ratios (same run), samples/s against batch {first[0]} {first[1]} {variant_name(*first[2:])}:")
     for key, ups in results.items():
         batch_size, precision, compiled, version = key
         ratio = ups * batch_size / (results[first] * first[0])
-        line = f"  {f'batch {batch_size} {precision} {name_of(key)}':36s} samples/s {ratio:.2f}x"
+        line = f"  {f'batch {batch_size} {precision} {variant_name(compiled, version)}':36s} samples/s {ratio:.2f}x"
         if precision != "fp32" and (batch_size, "fp32", compiled, version) in results:
             line += f", updates/s {ups / results[(batch_size, 'fp32', compiled, version)]:.2f}x fp32"
         if compiled:

@@ -309,14 +309,14 @@ def resolve(args: Args) -> tuple[dict, list[tuple[str, int]], str]:
             sys.exit(f"error: --runs takes env_id:seed pairs such as hopper-medium-replay:1, not {run!r}")
         pairs.append((env_id, int(seed)))
     pairs = list(dict.fromkeys(pairs))
-    preset = dict(budgets)
+    unchecked = dict(budgets)  # the preset's with the flags, before its curves are completed
     check_budgets(budgets, "")
     # per environment: the preset's table, less what a flag sets for every environment; "per_env" keeps
     # where an environment's budgets differ from the others' (its curves end at its own budgets)
     budgets["per_env"] = {}
     for env, table in ENV_BUDGETS[args.preset].items():
         if any(e.split("-", 1)[0] == env for e, _ in pairs):
-            mine = {**preset, **{k: v for k, v in table.items() if getattr(args, k) is None}}
+            mine = {**unchecked, **{k: v for k, v in table.items() if getattr(args, k) is None}}
             check_budgets(mine, f" (the {env} budgets)")
             budgets["per_env"][env] = {k: v for k, v in mine.items() if v != budgets[k]}
     return budgets, pairs, validate(args, budgets, pairs)

@@ -142,6 +142,19 @@ def test_every_stage_runs_from_its_command_line(pipeline):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "samples/s" in result.stdout and "x fp32" in result.stdout, result.stdout
+    baseline = ["--updates", "3", "--batch-sizes", "8", "--no-compile-too", "--repeats", "2"]
+    result = run(
+        "benchmarks/rebrac_speed.py",
+        "--env-id",
+        env_id,
+        *baseline,
+        "--baseline",
+        os.path.join(ROOT, "rebrac.py"),
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "final actor weights of the baseline and this version: equal" in result.stdout, result.stdout
+    assert "this / baseline" in result.stdout and "GFLOP of matrix products per update" in result.stdout
     budget = ["--env-id", env_id, "--samples", "64", "--eval-samples", "32", "--batch-sizes", "8", "16"]
     result = run("benchmarks/rebrac_budget.py", *budget, "--eval-episodes", "1", "--targets", "-1000", cwd=cwd)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -77,8 +77,11 @@ def test_mppi_warm_starts_from_the_shifted_plan_and_resets(pipeline):
 def test_cli_runs_the_planner_paired_with_rebrac(pipeline, tmp_path, planner):
     c = pipeline["ckpt"]
     argv = ["--env-id", pipeline["env_id"], "--planner", planner, "--device", "cpu", "--episodes", "2"]
-    argv += ["--max-episode-steps", "5", "--horizon", "2", "--samples", "8", "--policy-samples", "2", "--elites", "4"]
-    argv += ["--iterations", "2", "--particles", "3", "--run-name", "plan", "--rebrac-checkpoint", c["rebrac"]]
+    argv += ["--max-episode-steps", "5", "--horizon", "2", "--run-name", "plan", "--rebrac-checkpoint", c["rebrac"]]
+    if planner == "mppi":
+        argv += ["--samples", "8", "--policy-samples", "2", "--elites", "4", "--iterations", "2"]
+    else:
+        argv += ["--particles", "3"]
     argv += ["--dynamics-checkpoint", c["dynamics"], "--reward-checkpoint", c["reward"]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, os.path.join(ROOT, "plan_eval.py"), *argv], cwd=tmp_path, env=env,
@@ -98,6 +101,8 @@ def test_cli_runs_the_planner_paired_with_rebrac(pipeline, tmp_path, planner):
         (["--min-std", "3"], "--min-std and --max-std need 0 < min ≤ max"),
         (["--samples", "0"], "--samples must be a positive number"),
         (["--step-size", "nan"], "--step-size must be ≥ 0"),
+        (["--particles", "8"], "--particles: only --planner shooting uses it"),  # mppi is the default
+        (["--planner", "shooting", "--elites", "8", "--samples", "9"], "--samples, --elites: only --planner mppi"),
     ],
 )
 def test_bad_flags_are_one_line(flags, message):
