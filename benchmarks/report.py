@@ -3,19 +3,21 @@
     python benchmarks/report.py --root sweeps/cpu --out results
     python benchmarks/report.py --root sweeps/cpu --include results --out results   # add to an earlier report
 
-Reads every `<root>/summaries/*.json` (one per dataset, seed and world model), `<root>/curves/*.json` and
-the checkpoints' training histories under `<root>/checkpoints/`, and writes into `--out`:
+Reads every `<root>/summaries/*.json` (one per dataset, seed and world model), `<root>/curves/*.json`,
+`<root>/planners/*.json` (plan_eval's runs) and the checkpoints' training histories under
+`<root>/checkpoints/`, and writes into `--out`:
 
     table.md             per dataset: mean normalised score with a 95 % percentile-bootstrap interval
                          over all episodes of all seeds; the paired ITPO − ReBRAC difference (paired by
                          (seed, episode)) with its interval; α; ms per env step; then the aggregate IQM
                          over (dataset, seed) runs with rliable's stratified-bootstrap interval
-                         then the budget curves and every α's tuning scores
+                         then the planners beside ITPO on the same models and episodes, the budget
+                         curves and every α's tuning scores
     differences.png      the paired differences per dataset and the aggregate IQMs, with intervals
     budget_curves.png    per dataset: ReBRAC's score and ITPO's paired Δ against ReBRAC's updates, and
                          ITPO's Δ against the world model's held-out one-step RMSE
     training_curves.png  ReBRAC's evaluation score and the models' held-out RMSE against steps
-    summaries/, curves/  copies of the summary JSONs and of the budget-curve points
+    summaries/, curves/, planners/  copies of the summary JSONs, budget-curve points, planner summaries
     histories/           the training histories, as JSON (a report without the checkpoints still draws them)
 
 `--include` folders are earlier reports (an `--out` of this script): their summaries, curves and histories
@@ -146,6 +148,83 @@ def load_summaries(root: str, include: list[str] = ()) -> dict[str, dict[int, di
         summary["_path"] = path
         runs.setdefault(env_id, {}).setdefault(seed, {})[wm] = summary
     return runs
+
+
+def load_planners(root: str, include: list[str] = ()) -> dict[str, dict[int, dict[str, dict]]]:
+    """{env_id: {seed: {label: summary}}} from <root>/planners/*.json (and the --include folders'); label:
+    the planner, or mppi-tdmpc2 for MPPI at TD-MPC2's budget."""
+    out: dict = {}
+    for path in json_files([*include, root], "planners"):
+        try:
+            with open(path) as f:
+                summary = json.load(f)
+            s = summary["settings"]
+            label = s["planner"] + ("-tdmpc2" if summary.get("budget") == "tdmpc2" else "")
+            env_id, seed = s["env_id"], int(s["seed"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            sys.exit(f"error: {path} is not a sweep's plan_eval.py summary ({type(err).__name__}: {err}); move it away")
+        summary["_path"] = path
+        out.setdefault(env_id, {}).setdefault(seed, {})[label] = summary
+    return out
+
+
+def planner_rows(planners: dict, runs: dict, reps: int, confidence: float, seed: int) -> list[dict]:
+    """Per (dataset, planner): its score, its paired Δ against ReBRAC, ITPO's paired Δ over it (ITPO with
+    the planner's world model, on the same (seed, episode)), both costs in ms per env step, its tuning."""
+    rows = []
+    for env_id in sorted(planners):
+        labels = sorted({label for by_label in planners[env_id].values() for label in by_label})
+        for label in labels:
+            runs_here = {s: by[label] for s, by in sorted(planners[env_id].items()) if label in by}
+            planner = next(iter(runs_here.values()))["settings"]["planner"]
+            wm = next(iter(runs_here.values()))["settings"]["world_model"]
+            mine, base, itpo, itpo_ms = {}, {}, {}, []
+            for s, summary in runs_here.items():
+                mine.update(episode_scores(summary, planner))
+                base.update(episode_scores(summary, "rebrac") if "rebrac" in summary else {})
+                with_itpo = runs.get(env_id, {}).get(s, {}).get(wm)
+                if with_itpo is not None:
+                    itpo.update(episode_scores(with_itpo, "itpo"))
+                    itpo_ms.append(1e3 * with_itpo["itpo"]["seconds_per_env_step"])
+            shared = {k: v for k, v in itpo.items() if k in mine}
+            tuned = [summary.get("tuned") for summary in runs_here.values()]
+            rows.append(
+                {
+                    "env_id": env_id,
+                    "label": label,
+                    "wm": wm,
+                    "settings": next(iter(runs_here.values()))["settings"],
+                    "seeds": sorted(runs_here),
+                    "score": bootstrap_ci(list(mine.values()), reps, confidence, seed),
+                    "diff": paired_difference(mine, base, reps, confidence, seed) if base else None,
+                    "itpo_over": paired_difference(shared, mine, reps, confidence, seed) if shared else None,
+                    "ms": 1e3 * float(np.mean([r[planner]["seconds_per_env_step"] for r in runs_here.values()])),
+                    "itpo_ms": float(np.mean(itpo_ms)) if itpo_ms else None,
+                    "tuned": tuned,
+                }
+            )
+    return rows
+
+
+def planner_budget(settings: dict) -> str:
+    if settings["planner"] == "mppi":
+        return (
+            f"I {settings['iterations']} × N {settings['samples']}, N_π {settings['policy_samples']}, "
+            f"k {settings['elites']}, τ {settings['temperature']!r}"
+        )
+    return f"M {settings['particles']}, E {settings['shooting_steps']}, step {settings['step_size']!r}"
+
+
+def tuning_text(tuned: list[dict | None]) -> str:
+    """Each seed's tuning scores per candidate, or 'fixed'."""
+    parts = []
+    for record in tuned:
+        if not record or record.get("fixed") or not record.get("tuning_scores"):
+            parts.append("fixed")
+            continue
+        scores = ", ".join(f"{v}: {x:.1f}" if x is not None else f"{v}: —" for v, x in record["tuning_scores"].items())
+        parts.append(f"{scores} → {record['chosen']!r}")
+    return "; ".join(dict.fromkeys(parts))
 
 
 def load_curves(
@@ -371,6 +450,7 @@ def write_table(
     confidence: float,
     curves: list[dict] | None = None,
     alphas: list[str] | None = None,
+    plans: list[dict] | None = None,
 ) -> None:
     pct = f"{100 * confidence:g} %"
     out = (
@@ -417,6 +497,31 @@ def write_table(
         ]
     if notes:
         out += [""] + [f"Note: {n}" for n in notes]
+    if plans:
+        out += [
+            "",
+            "## Planning in action space on the same models",
+            "",
+            (
+                "MPPI (TD-MPC2's planner) and gradient shooting score action sequences with the same imagined "
+                "return as ITPO (world model, reward model, terminal value of the frozen actor); ITPO adapts the "
+                "actor's parameters instead. Δ vs ReBRAC: planner − ReBRAC; ITPO − planner: ITPO with the same "
+                f"world model on the same (seed, episode); paired, with {pct} bootstrap intervals. "
+                "Budget 'matched': MPPI's I × N chosen to cost what ITPO costs per env step; 'tdmpc2': TD-MPC2's "
+                "own (I 6 × N 512, N_π 24, k 64, τ 0.5)."
+            ),
+            "",
+            "| dataset | planner | world model | budget | score | Δ vs ReBRAC | ITPO − planner "
+            "| ms/step planner | ms/step ITPO | tuning (score per value → chosen) | seeds |",
+            "|" + "---|" * 11,
+        ]
+        for r in plans:
+            itpo_ms = f"{r['itpo_ms']:.1f}" if r["itpo_ms"] is not None else "—"
+            out.append(
+                f"| {r['env_id']} | {r['label']} | {r['wm']} | {planner_budget(r['settings'])} | {fmt(r['score'])} | "
+                f"{fmt(r['diff'], True)} | {fmt(r['itpo_over'], True)} | {r['ms']:.1f} | {itpo_ms} | "
+                f"{tuning_text(r['tuned'])} | {len(r['seeds'])} |"
+            )
     if curves:
         out += [
             "",
@@ -644,6 +749,8 @@ def main(args: Args) -> dict:
     curves = load_curves(args.root, runs, args.include)
     histories = load_histories(args.root, args.include)
     points = curve_rows(curves, args.reps, args.confidence, args.seed)
+    planners = load_planners(args.root, args.include)
+    plans = planner_rows(planners, runs, args.reps, args.confidence, args.seed)
     iqm = iqm_table(matrices, args.reps, args.confidence, args.seed) if matrices else {}
     n_runs = next(iter(matrices.values())).shape[0] if matrices else 0
     os.makedirs(args.out, exist_ok=True)
@@ -663,6 +770,7 @@ def main(args: Args) -> dict:
             args.confidence,
             points,
             alpha_rows(runs),
+            plans,
         )
         plot_differences(os.path.join(staging, "differences.png"), rows, iqm)
         plot_budget_curves(os.path.join(staging, "budget_curves.png"), points)
@@ -678,6 +786,7 @@ def main(args: Args) -> dict:
                 s["_path"] for by_seed in runs.values() for by_wm in by_seed.values() for s in by_wm.values()
             ],
             "histories": [],  # written into the staging folder above
+            "planners": [s["_path"] for by_seed in planners.values() for by in by_seed.values() for s in by.values()],
         }
         copies["curves"] = [
             p["_path"]
@@ -708,6 +817,7 @@ def main(args: Args) -> dict:
         "datasets": datasets,
         "notes": notes,
         "curves": points,
+        "planners": plans,
         "out": args.out,
     }
 

@@ -10,6 +10,9 @@ Per (dataset, seed) the stages form a graph:
     dynamics ─────┤
     reward ───────┴──► α tuning and itpo_eval, per world model
                        (ddpm: rebrac + dynamics + reward; meanflow: rebrac + meanflow + reward)
+                  └──► τ / step-size tuning and plan_eval, per planner (MPPI, gradient shooting: the
+                       action-space planners on ITPO-DDPM's models at its compute; `--tdmpc2-runs`: MPPI
+                       also at TD-MPC2's own budget on MeanFlow)
 
 Every stage runs in a Ray worker through the stage script's own entry point and Args (one CPU each,
 and `--gpu-fraction` of a GPU where torch sees one). The sweep resumes: a checkpoint whose step has
@@ -24,13 +27,15 @@ matter; each stage runs in the root, so its tensorboard logs go to `<root>/runs/
     checkpoints/<env-id>/{rebrac,dynamics,reward,meanflow}_seed<S>.pt
     tuning/<env-id>_seed<S>_<wm>_alpha<α>.json   one α candidate on the tuning seeds
     summaries/<env-id>_seed<S>_<wm>.json         itpo_eval's summary + α record + budgets + seconds
+    planners/<env-id>_seed<S>_<planner>.json      plan_eval's summary (mppi, shooting, mppi-tdmpc2) + its tuning
     stage_times/<env-id>_seed<S>.json             seconds spent in each stage (summed over reruns)
     failures/<env-id>_seed<S>_<stage>.txt         the traceback of a failed stage
     results/                                      benchmarks/report.py's table and figures
 
 α is chosen per dataset, seed and world model from `--alpha-grid` by the mean normalised ITPO score
 on the tuning seeds `--tune-seed ...`, which must not overlap the evaluation seeds `--eval-seed ...`;
-`--step-size` fixes α instead.
+`--step-size` fixes α instead. The planners' one parameter each (MPPI's τ, shooting's step size) is chosen
+the same way from `--temperature-grid` and `--shooting-step-grid` (a grid of one value fixes it).
 """
 
 from __future__ import annotations
@@ -61,7 +66,10 @@ STAGE_ENTRY = {  # stage -> (module, entry point); each entry point takes the mo
     "reward": ("train_reward", "main"),
     "meanflow": ("meanflow_onestep", "main"),
     "itpo": ("itpo_eval", "main"),
+    "plan": ("plan_eval", "main"),
 }
+PLANNER_PARAMETER = {"mppi": "temperature", "shooting": "step_size"}  # the one parameter each planner tunes
+PLANNER_GRID = {"mppi": "temperature_grid", "shooting": "shooting_step_grid"}  # ... and the flag of its grid
 WORLD_MODEL_STAGE = {"ddpm": "dynamics", "meanflow": "meanflow"}
 
 # Budgets of each preset; every one is also a flag that overrides it. 0 steps per episode = the env's limit.
@@ -83,6 +91,10 @@ PRESETS = {
         "horizon": 2,
         "particles": 4,
         "inner_steps": 1,
+        "mppi_iterations": 1,
+        "mppi_samples": 4,
+        "mppi_policy_samples": 2,
+        "mppi_elites": 2,
         "episodes": 2,
         "tune_episodes": 2,
         "tune_max_steps": 10,
@@ -111,6 +123,12 @@ PRESETS = {
         "horizon": 5,
         "particles": 32,
         "inner_steps": 1,
+        # MPPI at ITPO-DDPM's cost at M = 32 (measured on walker2d's models: I 2 × N 48 with N_π 8 and
+        # k 16 took 39.6 ms per env step, ITPO 39.5; README: Planners); shooting takes ITPO's M and E
+        "mppi_iterations": 2,
+        "mppi_samples": 48,
+        "mppi_policy_samples": 8,
+        "mppi_elites": 16,
         "episodes": 10,
         "tune_episodes": 5,  # 3 picked a poor α on medium-replay seed 1 (README: Results)
         "tune_max_steps": 0,
@@ -136,6 +154,10 @@ PRESETS = {
         "horizon": 5,
         "particles": 4096,
         "inner_steps": 1,
+        "mppi_iterations": 2,  # the cpu preset's, × 128 like M: not measured on a GPU
+        "mppi_samples": 6144,
+        "mppi_policy_samples": 1024,
+        "mppi_elites": 2048,
         "episodes": 10,
         "tune_episodes": 5,
         "tune_max_steps": 0,
@@ -180,15 +202,19 @@ RATES = {
     "reward_steps_per_s": 300.0,
     "meanflow_steps_per_s": 60.0,  # JVP: about 2× a DDPM step
     "itpo_ms_per_env_step_m32": {"ddpm": 40.0, "meanflow": 13.0},  # 10 episodes in lockstep, H = 5, M = 32
+    "planner_ms_per_env_step": {"mppi": 40.0, "shooting": 33.0},  # DDPM, the cpu preset's matched budgets
+    "mppi_tdmpc2_ms_per_env_step": 300.0,  # MeanFlow, I 6 × (N 512 + N_π 24)
     "env_steps_per_episode": 1000,  # an upper bound: episodes that fall end sooner
 }
 
 
-def estimate_seconds(b: dict, n_pairs: int, world_models: list[str], n_alphas: int) -> dict:
-    """CPU-seconds per stage for the whole sweep at `RATES` (ITPO cost grows linearly with M and H·K)."""
+def estimate_seconds(
+    b: dict, n_pairs: int, world_models: list[str], n_alphas: int, planners: dict | None = None, tdmpc2: int = 0
+) -> dict:
+    """CPU-seconds per stage for the whole sweep at `RATES` (ITPO cost grows linearly with M and H·K);
+    `planners`: {planner: candidates tuned}, `tdmpc2`: runs at TD-MPC2's budget (not multiplied by n_pairs)."""
     per_batch = RATES["rebrac_updates_per_s"]
     rebrac_rate = per_batch.get(b["rebrac_batch_size"]) or per_batch[256] * 256 / b["rebrac_batch_size"]
-    steps = lambda cut: cut or RATES["env_steps_per_episode"]  # noqa: E731
     out = {
         "rebrac": b["rebrac_updates"] / rebrac_rate,
         "dynamics": b["dynamics_steps"] / RATES["dynamics_steps_per_s"] if "ddpm" in world_models else 0.0,
@@ -197,7 +223,9 @@ def estimate_seconds(b: dict, n_pairs: int, world_models: list[str], n_alphas: i
         "alpha_tuning": 0.0,
         "evaluation": 0.0,
         "curves": 0.0,
+        "planners": 0.0,
     }
+    steps = lambda cut: cut or RATES["env_steps_per_episode"]  # noqa: E731
     for wm in world_models:
         ms = RATES["itpo_ms_per_env_step_m32"][wm] * b["particles"] / 32 * b["horizon"] / 5 * b["inner_steps"]
         ms *= b["diffusion_steps"] / 10 if wm == "ddpm" else 1
@@ -206,7 +234,15 @@ def estimate_seconds(b: dict, n_pairs: int, world_models: list[str], n_alphas: i
         out["evaluation"] += episode(b["episodes"], b["max_episode_steps"])
         points = len(b["rebrac_curve"]) - 1 + len(b[f"{WORLD_MODEL_STAGE[wm]}_curve"]) - 1
         out["curves"] += points * episode(b["episodes"], b["max_episode_steps"])
-    return {k: v * n_pairs for k, v in out.items()}
+    for planner, n_tuned in (planners or {}).items():
+        ms = RATES["planner_ms_per_env_step"][planner] * b["horizon"] / 5 * b["diffusion_steps"] / 10
+        ms *= b["particles"] / 32 if planner == "shooting" else b["mppi_iterations"] * b["mppi_samples"] / 96
+        runs = n_tuned * b["tune_episodes"] * steps(b["tune_max_steps"]) + b["episodes"] * steps(b["max_episode_steps"])
+        out["planners"] += runs * ms / 1e3
+    out = {k: v * n_pairs for k, v in out.items()}
+    tdmpc2_ms = RATES["mppi_tdmpc2_ms_per_env_step"] * b["horizon"] / 5
+    out["planners"] += tdmpc2 * b["episodes"] * steps(b["max_episode_steps"]) * tdmpc2_ms / 1e3
+    return out
 
 
 STEPS_PER_EPISODE_FIELDS = ("tune_max_steps", "max_episode_steps")  # may be 0 (= the env's limit)
@@ -244,6 +280,18 @@ class Args:
     """first env seed of the evaluation episodes (eval_seed .. eval_seed + episodes − 1)"""
     tilt_temperature: float = 1.0
     """τ of MeanFlow's policy tilt (inf: untilted)"""
+    planners: list[Literal["mppi", "shooting"]] = field(default_factory=lambda: ["mppi", "shooting"])
+    """action-space planners (plan_eval.py) run on ITPO's models at ITPO's compute, paired on its episodes"""
+    planner_world_model: Literal["ddpm", "meanflow"] = "ddpm"
+    """the world model the planners use (its ITPO run is the one they are compute-matched to)"""
+    temperature_grid: list[float] = field(default_factory=lambda: [0.05, 0.5, 5.0])
+    """MPPI's τ to choose from on the tuning seeds, like α (one value: fixed; TD-MPC2's is 0.5)"""
+    shooting_step_grid: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3, 1.0])
+    """gradient shooting's step sizes to choose from on the tuning seeds (one value: fixed); ∇_a Ĵ is about 0.7
+    per action element on hopper-medium-replay, so these move a first action by about 0.02 to 0.7"""
+    tdmpc2_runs: list[str] = field(default_factory=list)
+    """(dataset, seed) pairs of the grid, as env_id:seed, where MPPI also runs at TD-MPC2's own budget
+    (I 6, N 512, N_π 24, k 64, τ 0.5) with MeanFlow, e.g. hopper-medium-replay:0"""
     report: bool = True
     """write the report (benchmarks/report.py) at the end"""
     out: str | None = None
@@ -279,7 +327,15 @@ class Args:
     particles: int | None = None
     """ITPO M"""
     inner_steps: int | None = None
-    """ITPO E"""
+    """ITPO E (and gradient shooting's ascent steps, with M as its noise draws)"""
+    mppi_iterations: int | None = None
+    """MPPI's I at the matched budget"""
+    mppi_samples: int | None = None
+    """MPPI's N, sampled action sequences per iteration, at the matched budget"""
+    mppi_policy_samples: int | None = None
+    """MPPI's N_π, rollouts of π among the candidates, at the matched budget"""
+    mppi_elites: int | None = None
+    """MPPI's k at the matched budget"""
     episodes: int | None = None
     """evaluation episodes per (dataset, seed, world model)"""
     tune_episodes: int | None = None
@@ -302,13 +358,7 @@ class Args:
 def resolve(args: Args) -> tuple[dict, list[tuple[str, int]], str]:
     """(budgets, [(env_id, seed)], absolute root); exits with a one-line error on bad input."""
     budgets = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in PRESETS[args.preset].items()}
-    pairs = [(e, s) for e in args.env_ids for s in args.seeds]
-    for run in args.runs:
-        env_id, _, seed = run.rpartition(":")
-        if not env_id or not seed.lstrip("-").isdigit():
-            sys.exit(f"error: --runs takes env_id:seed pairs such as hopper-medium-replay:1, not {run!r}")
-        pairs.append((env_id, int(seed)))
-    pairs = list(dict.fromkeys(pairs))
+    pairs = list(dict.fromkeys([(e, s) for e in args.env_ids for s in args.seeds] + parse_pairs(args.runs, "runs")))
     unchecked = dict(budgets)  # the preset's with the flags, before its curves are completed
     check_budgets(budgets, "")
     # per environment: the preset's table, less what a flag sets for every environment; "per_env" keeps
@@ -320,6 +370,19 @@ def resolve(args: Args) -> tuple[dict, list[tuple[str, int]], str]:
             check_budgets(mine, f" (the {env} budgets)")
             budgets["per_env"][env] = {k: v for k, v in mine.items() if v != budgets[k]}
     return budgets, pairs, validate(args, budgets, pairs)
+
+
+def parse_pairs(values: list[str], flag: str) -> list[tuple[str, int]]:
+    """env_id:seed strings -> [(env_id, seed)]; a one-line error names the flag."""
+    pairs = []
+    for run in values:
+        env_id, _, seed = run.rpartition(":")
+        if not env_id or not seed.lstrip("-").isdigit():
+            sys.exit(
+                f"error: --{flag.replace('_', '-')} takes env_id:seed pairs such as hopper-medium-replay:1, not {run!r}"
+            )
+        pairs.append((env_id, int(seed)))
+    return pairs
 
 
 def check_budgets(budgets: dict, where: str) -> None:
@@ -353,11 +416,30 @@ def validate(args: Args, budgets: dict, pairs: list[tuple[str, int]]) -> str:
             sys.exit(f"error: unknown dataset {env_id!r}. Valid names: {', '.join(env_ids)}")
     if not args.world_models:
         sys.exit("error: --world-models is empty")
+    if args.planners and args.planner_world_model not in args.world_models:
+        wm = args.planner_world_model
+        sys.exit(f"error: --planner-world-model {wm} is not in --world-models: add it or choose one there")
+    for flag, grid, positive in (
+        ("temperature", args.temperature_grid, True),
+        ("shooting-step", args.shooting_step_grid, False),
+    ):
+        if not grid or not all(math.isfinite(v) and (v > 0 if positive else v >= 0) for v in grid):
+            sys.exit(f"error: --{flag}-grid needs finite values {'> 0' if positive else '≥ 0'}, not {grid}")
+    for pair in parse_pairs(args.tdmpc2_runs, "tdmpc2_runs"):
+        if pair not in pairs:
+            sys.exit(
+                f"error: --tdmpc2-runs {pair[0]}:{pair[1]} is not in the grid: add it to --env-ids/--seeds or --runs"
+            )
+        if "meanflow" not in args.world_models:
+            sys.exit("error: --tdmpc2-runs plans with MeanFlow: keep meanflow in --world-models")
     if not 0 < args.gpu_fraction <= 1:
         sys.exit(f"error: --gpu-fraction must be in (0, 1], not {args.gpu_fraction}")
-    if args.step_size is None:
-        if not args.alpha_grid or not all(math.isfinite(a) and a >= 0 for a in args.alpha_grid):
-            sys.exit(f"error: --alpha-grid needs finite step sizes ≥ 0, not {args.alpha_grid}")
+    if args.step_size is None and (
+        not args.alpha_grid or not all(math.isfinite(a) and a >= 0 for a in args.alpha_grid)
+    ):
+        sys.exit(f"error: --alpha-grid needs finite step sizes ≥ 0, not {args.alpha_grid}")
+    grids = {"mppi": args.temperature_grid, "shooting": args.shooting_step_grid}
+    if args.step_size is None or any(len(set(grids[p])) > 1 for p in args.planners):  # something is tuned
         tune = set(range(args.tune_seed, args.tune_seed + budgets["tune_episodes"]))
         evaluation = set(range(args.eval_seed, args.eval_seed + budgets["episodes"]))
         if tune & evaluation:
@@ -366,7 +448,7 @@ def validate(args: Args, budgets: dict, pairs: list[tuple[str, int]]) -> str:
                 f"the evaluation seeds {args.eval_seed}..{args.eval_seed + budgets['episodes'] - 1}; α must be chosen "
                 f"on other episodes than those reported: move --tune-seed or --eval-seed"
             )
-    elif not (math.isfinite(args.step_size) and args.step_size >= 0):
+    if args.step_size is not None and not (math.isfinite(args.step_size) and args.step_size >= 0):
         sys.exit(f"error: --step-size must be a finite number ≥ 0, not {args.step_size}")
     return os.path.abspath(args.root or os.path.join("sweeps", args.preset))
 
@@ -490,6 +572,7 @@ class Sweep:
         self.workdir = root  # the stages' cwd: their tensorboard logs go to <root>/runs
         self.nodes: dict[tuple, Node] = {}
         self.alphas = [args.step_size] if args.step_size is not None else list(dict.fromkeys(args.alpha_grid))
+        self.tdmpc2 = parse_pairs(args.tdmpc2_runs, "tdmpc2_runs")
         for env_id in dict.fromkeys(e for e, _ in pairs):
             self.add(Node(env_id, None, "dataset", []))
         for env_id, seed in pairs:
@@ -514,6 +597,18 @@ class Sweep:
                     for step in self.curve(env_id, stage)[:-1]:
                         context = {"wm": wm, "vary": stage, "step": step}
                         self.add(Node(env_id, seed, f"curve-{wm}-{stage}{step}", [*models, final], context=context))
+            # the planners, on the planner world model's models; each tunes its one parameter like α
+            models = [(env_id, seed, s) for s in ("rebrac", WORLD_MODEL_STAGE[args.planner_world_model], "reward")]
+            for planner in args.planners:
+                grid = self.planner_grid(planner)
+                tunes = []
+                for value in grid if len(grid) > 1 else []:
+                    context = {"planner": planner, "value": value}
+                    tunes.append(self.add(Node(env_id, seed, f"tune-{planner}-{value!r}", models, context=context)).id)
+                self.add(Node(env_id, seed, f"plan-{planner}", models + tunes, context={"planner": planner}))
+            if (env_id, seed) in self.tdmpc2:
+                models = [(env_id, seed, s) for s in ("rebrac", "meanflow", "reward")]
+                self.add(Node(env_id, seed, "plan-mppi-tdmpc2", models, context={"planner": "mppi", "tdmpc2": True}))
 
     @staticmethod
     def budgets_of(budgets: dict, env_id: str) -> dict:
@@ -532,11 +627,15 @@ class Sweep:
     def ckpt(self, env_id: str, stage: str, seed: int) -> str:
         return checkpoint_path(env_id, stage, seed, root=os.path.join(self.root, "checkpoints"))
 
-    def tuning_path(self, env_id, seed, wm, alpha) -> str:
-        return os.path.join(self.root, "tuning", f"{env_id}_seed{seed}_{wm}_alpha{alpha!r}.json")
+    def tuning_path(self, env_id, seed, name, value) -> str:
+        """One candidate's tuning score; `name`: <wm>_alpha (ITPO) or <planner>_<parameter>."""
+        return os.path.join(self.root, "tuning", f"{env_id}_seed{seed}_{name}{value!r}.json")
 
     def summary_path(self, env_id, seed, wm) -> str:
         return os.path.join(self.root, "summaries", f"{env_id}_seed{seed}_{wm}.json")
+
+    def plan_path(self, env_id, seed, label) -> str:
+        return os.path.join(self.root, "planners", f"{env_id}_seed{seed}_{label}.json")
 
     def curve_path(self, env_id, seed, wm, stage, step) -> str:
         return os.path.join(self.root, "curves", f"{env_id}_seed{seed}_{wm}_{stage}{step}.json")
@@ -612,62 +711,74 @@ class Sweep:
             for s in stages
         }
 
-    def itpo_kwargs(
-        self, env_id: str, seed: int, wm: str, step_size: float, tuning: bool, paths: dict | None = None, tag: str = ""
-    ) -> dict:
+    def run_kwargs(self, env_id: str, seed: int, wm: str, tuning: bool, paths: dict, name: str) -> dict:
+        """What an ITPO run and a planner's share: the dataset, the models, the episodes and the run's name."""
         b = self.budgets(env_id)
-        paths = paths or self.model_paths(env_id, seed, wm)
         episodes, first = (b["tune_episodes"], self.args.tune_seed) if tuning else (b["episodes"], self.args.eval_seed)
-        max_steps = b["tune_max_steps"] if tuning else b["max_episode_steps"]
-        name = f"sweep_{self.args.preset}_{env_id}_seed{seed}_{wm}{tag}" + (f"_tune{step_size!r}" if tuning else "")
         return {
             "env_id": env_id,
             "seed": seed,
             "horizon": b["horizon"],
-            "particles": b["particles"],
-            "inner_steps": b["inner_steps"],
-            "step_size": step_size,
             "episodes": episodes,
             "eval_seed": first,
-            "max_episode_steps": max_steps or None,
+            "max_episode_steps": (b["tune_max_steps"] if tuning else b["max_episode_steps"]) or None,
             "world_model": wm,
             "baseline": not tuning,
             "rebrac_checkpoint": paths["rebrac"],
             "dynamics_checkpoint": paths[WORLD_MODEL_STAGE[wm]],
             "reward_checkpoint": paths["reward"],
             "device": self.args.device,
-            "run_name": name,
+            "run_name": f"sweep_{self.args.preset}_{env_id}_seed{seed}_{name}",
         }
+
+    def itpo_kwargs(
+        self, env_id: str, seed: int, wm: str, step_size: float, tuning: bool, paths: dict | None = None, tag: str = ""
+    ) -> dict:
+        b = self.budgets(env_id)
+        paths = paths or self.model_paths(env_id, seed, wm)
+        name = f"{wm}{tag}" + (f"_tune{step_size!r}" if tuning else "")
+        itpo = {"particles": b["particles"], "inner_steps": b["inner_steps"], "step_size": step_size}
+        return {**self.run_kwargs(env_id, seed, wm, tuning, paths, name), **itpo}
 
     def models_key(self, models: dict) -> dict:
         """Which checkpoints an evaluation uses: step and content hash of each (`models`: `models_info`'s,
         which the node keeps for its summary: each checkpoint is read once)."""
         return {s: {"step": info["step"], "sha256": file_digest(info["path"])} for s, info in models.items()}
 
-    def eval_key(self, kwargs: dict, models: dict, alpha: dict | None = None) -> dict:
-        itpo = {k: v for k, v in kwargs.items() if k not in ("device", "run_name")}
-        return plain({"itpo": itpo, "checkpoints": models, **({"alpha": alpha} if alpha is not None else {})})
+    def eval_key(self, kwargs: dict, models: dict, alpha: dict | None = None, name: str = "itpo") -> dict:
+        run = {k: v for k, v in kwargs.items() if k not in ("device", "run_name")}
+        return plain({name: run, "checkpoints": models, **({"alpha": alpha} if alpha is not None else {})})
 
     def tune_seeds(self) -> list[int]:
         return list(range(self.args.tune_seed, self.args.tune_seed + self.b["tune_episodes"]))
 
     def alpha_record(self, env_id: str, seed: int, wm: str) -> dict:
-        if self.args.step_size is not None:
-            return {"chosen": self.args.step_size, "fixed": True, "tuning_scores": {}, "tune_seeds": []}
-        scores = {}
-        for alpha in self.alphas:
-            rec = read_json(self.tuning_path(env_id, seed, wm, alpha))
-            scores[repr(alpha)] = rec["score"]
-        finite = {a: s for a, s in zip(self.alphas, scores.values()) if s is not None and math.isfinite(s)}
+        return self.tuning_record(env_id, seed, f"{wm}_alpha", self.alphas, self.args.step_size)
+
+    def planner_grid(self, planner: str) -> list[float]:
+        grid = self.args.temperature_grid if planner == "mppi" else self.args.shooting_step_grid
+        return list(dict.fromkeys(grid))
+
+    def planner_record(self, env_id: str, seed: int, planner: str) -> dict:
+        grid = self.planner_grid(planner)
+        name = f"{planner}_{PLANNER_PARAMETER[planner]}"
+        return self.tuning_record(env_id, seed, name, grid, grid[0] if len(grid) == 1 else None)
+
+    def tuning_record(self, env_id: str, seed: int, name: str, grid: list[float], fixed: float | None) -> dict:
+        """The candidate of `grid` with the best mean tuning score (ties: the smaller), or `fixed`."""
+        if fixed is not None:
+            return {"chosen": fixed, "fixed": True, "tuning_scores": {}, "tune_seeds": []}
+        scores = {repr(v): read_json(self.tuning_path(env_id, seed, name, v))["score"] for v in grid}
+        finite = {v: s for v, s in zip(grid, scores.values()) if s is not None and math.isfinite(s)}
         best = max(finite.values()) if finite else None
-        chosen = min(a for a, s in finite.items() if s == best) if finite else min(self.alphas)  # ties: the smaller α
+        chosen = min(v for v, s in finite.items() if s == best) if finite else min(grid)
         return {
             "chosen": chosen,
             "fixed": False,
             "tuning_scores": scores,
             "tune_seeds": self.tune_seeds(),
             "tune_max_steps": self.b["tune_max_steps"] or None,
-            "grid": self.alphas,
+            "grid": grid,
         }
 
     # -- deciding, submitting, collecting ------------------------------------------------------
@@ -688,6 +799,8 @@ class Sweep:
                 return None
             node.detail = f"resuming at step {step}" if step is not None else ""
             return (*STAGE_ENTRY[node.stage], self.stage_kwargs(env_id, seed, node.stage), True)
+        if "planner" in node.context:
+            return self.prepare_plan(node)
         wm = node.context["wm"]
         if node.stage.startswith("curve-"):
             return self.prepare_curve(node)
@@ -696,7 +809,7 @@ class Sweep:
         if node.stage.startswith("tune-"):
             kwargs = self.itpo_kwargs(env_id, seed, wm, node.context["alpha"], tuning=True)
             key = self.eval_key(kwargs, models)
-            rec = read_json(self.tuning_path(env_id, seed, wm, node.context["alpha"]))
+            rec = read_json(self.tuning_path(env_id, seed, f"{wm}_alpha", node.context["alpha"]))
             node.context["key"] = key
             if rec is not None and rec.get("key") == key:
                 node.status, node.detail = "skipped", f"tuning score {rec['score']:.1f} on record"
@@ -712,6 +825,53 @@ class Sweep:
             return None
         node.detail = f"α={alpha['chosen']!r}"
         return (*STAGE_ENTRY["itpo"], kwargs, True)
+
+    def plan_kwargs(
+        self, env_id: str, seed: int, planner: str, value: float | None, tuning: bool, tdmpc2: bool = False
+    ) -> dict:
+        """plan_eval.Args of a planner run: the matched budget (MPPI's from the preset, shooting's M and E
+        ITPO's), or TD-MPC2's own (plan_eval's defaults) on MeanFlow; `value`: τ or the step size."""
+        b = self.budgets(env_id)
+        wm = "meanflow" if tdmpc2 else self.args.planner_world_model
+        label = f"{planner}-tdmpc2" if tdmpc2 else planner
+        name = label + (f"_tune{value!r}" if tuning else "")
+        kwargs = {
+            **self.run_kwargs(env_id, seed, wm, tuning, self.model_paths(env_id, seed, wm), name),
+            "planner": planner,
+        }
+        if planner == "mppi" and not tdmpc2:
+            kwargs.update({k: b[f"mppi_{k}"] for k in ("iterations", "samples", "policy_samples", "elites")})
+            kwargs["temperature"] = value
+        elif planner == "shooting":
+            kwargs.update(particles=b["particles"], shooting_steps=b["inner_steps"], step_size=value)
+        return kwargs
+
+    def prepare_plan(self, node: Node) -> tuple | None:
+        """A planner's tuning candidate or its evaluation (the chosen value), skipped when on record."""
+        env_id, seed, planner = node.env_id, node.seed, node.context["planner"]
+        tdmpc2 = node.context.get("tdmpc2", False)
+        node.context["models"] = models_info(
+            self.model_paths(env_id, seed, "meanflow" if tdmpc2 else self.args.planner_world_model)
+        )
+        models = self.models_key(node.context["models"])
+        if node.stage.startswith("tune-"):
+            value = node.context["value"]
+            kwargs = self.plan_kwargs(env_id, seed, planner, value, tuning=True)
+            node.context["key"] = self.eval_key(kwargs, models, name="plan")
+            rec = read_json(self.tuning_path(env_id, seed, f"{planner}_{PLANNER_PARAMETER[planner]}", value))
+            if rec is not None and rec.get("key") == node.context["key"]:
+                node.status, node.detail = "skipped", f"tuning score {rec['score']:.1f} on record"
+                return None
+            return (*STAGE_ENTRY["plan"], kwargs, True)
+        record = None if tdmpc2 else self.planner_record(env_id, seed, planner)
+        kwargs = self.plan_kwargs(env_id, seed, planner, record and record["chosen"], tuning=False, tdmpc2=tdmpc2)
+        node.context.update(key=self.eval_key(kwargs, models, record, name="plan"), tuned=record)
+        old = read_json(self.plan_path(env_id, seed, node.stage.removeprefix("plan-")))
+        if old is not None and old.get("sweep_key") == node.context["key"]:
+            node.status, node.detail = "skipped", "summary with the same settings"
+            return None
+        node.detail = f"{PLANNER_PARAMETER[planner]}={record['chosen']!r}" if record else "TD-MPC2's budget"
+        return (*STAGE_ENTRY["plan"], kwargs, True)
 
     def check_tilt(self, node: Node, ckpt: dict, path: str) -> None:
         """A saved MeanFlow, finished or not, must have been tilted by the ReBRAC this sweep trains (not, say,
@@ -779,11 +939,13 @@ class Sweep:
             times[node.stage] = times.get(node.stage, 0.0) + node.seconds
             write_json(path, times)
         result, env_id, seed = out["result"], node.env_id, node.seed
-        if node.stage.startswith("tune-"):
+        if "planner" in node.context:
+            self.finish_plan(node, result)
+        elif node.stage.startswith("tune-"):
             wm, alpha = node.context["wm"], node.context["alpha"]
             score = result["itpo"]["mean"]
             write_json(
-                self.tuning_path(env_id, seed, wm, alpha),
+                self.tuning_path(env_id, seed, f"{wm}_alpha", alpha),
                 {"key": node.context["key"], "score": score, "step_size": alpha, "itpo": result["itpo"]},
             )
             node.detail = f"tuning score {score:.1f}"
@@ -830,6 +992,40 @@ class Sweep:
             )
         node.status = "done"
         self.clear_failure(node)
+
+    def finish_plan(self, node: Node, result: dict) -> None:
+        env_id, seed, planner = node.env_id, node.seed, node.context["planner"]
+        score = result[planner]["mean"]
+        if node.stage.startswith("tune-"):
+            value = node.context["value"]
+            record = {
+                "key": node.context["key"],
+                "score": score,
+                PLANNER_PARAMETER[planner]: value,
+                planner: result[planner],
+            }
+            write_json(self.tuning_path(env_id, seed, f"{planner}_{PLANNER_PARAMETER[planner]}", value), record)
+            node.detail = f"tuning score {score:.1f}"
+            return
+        times = read_json(self.times_path(env_id, seed)) or {}
+        tune = [
+            n.stage for n in self.nodes.values() if n.id[:2] == node.id[:2] and n.stage.startswith(f"tune-{planner}-")
+        ]
+        summary = {
+            **result,
+            "tuned": node.context["tuned"],
+            "budget": "tdmpc2" if node.context.get("tdmpc2") else "matched",
+            "models": node.context["models"],
+            "budgets": {"preset": self.args.preset, **self.budgets(env_id)},
+            "stage_seconds": {
+                "tuning": sum(times.get(s, 0.0) for s in tune) if tune and node.context["tuned"] else None,
+                "evaluation": times.get(node.stage),
+            },
+            "sweep_key": node.context["key"],
+        }
+        write_json(self.plan_path(env_id, seed, node.stage.removeprefix("plan-")), summary)
+        d = result.get("paired_difference", {})
+        node.detail = f"{planner} {score:.1f}, ReBRAC {result['rebrac']['mean']:.1f}, Δ {d.get('mean', math.nan):+.1f}"
 
     def fail(self, node: Node, text: str) -> None:
         node.status, node.context["traceback"] = "failed", text
@@ -949,7 +1145,12 @@ def main(args: Args) -> dict:
     for env, table in budgets["per_env"].items():
         print(f"[sweep] {env} instead: " + ", ".join(f"{k}={v}" for k, v in table.items()), flush=True)
     n_alphas = 1 if args.step_size is not None else len(args.alpha_grid)
-    per_pair = [estimate_seconds(Sweep.budgets_of(budgets, e), 1, args.world_models, n_alphas) for e, _ in pairs]
+    tuned = {p: len(g) if len(g := set(getattr(args, PLANNER_GRID[p]))) > 1 else 0 for p in args.planners}
+    tdmpc2 = set(parse_pairs(args.tdmpc2_runs, "tdmpc2_runs"))
+    per_pair = [
+        estimate_seconds(Sweep.budgets_of(budgets, e), 1, args.world_models, n_alphas, tuned, int((e, s) in tdmpc2))
+        for e, s in pairs
+    ]
     cost = {k: sum(c[k] for c in per_pair) for k in per_pair[0]}
     cpus = args.num_cpus or os.cpu_count() or 1
     print(

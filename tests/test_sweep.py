@@ -25,7 +25,16 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
     env_id = pipeline["env_id"]
     root = tmp_path / "sweep"
     args = sweep.Args(
-        preset="smoke", env_ids=[env_id], seeds=[0], root=str(root), num_cpus=2, alpha_grid=[5e-5, 5e-4], device="cpu"
+        preset="smoke",
+        env_ids=[env_id],
+        seeds=[0],
+        root=str(root),
+        num_cpus=2,
+        alpha_grid=[5e-5, 5e-4],
+        temperature_grid=[0.5, 5.0],  # MPPI's τ tuned, shooting's step size fixed
+        shooting_step_grid=[0.1],
+        tdmpc2_runs=[f"{env_id}:0"],
+        device="cpu",
     )
     first = sweep.main(args)
     assert first["failed"] == []
@@ -46,6 +55,12 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
         "curve-meanflow-rebrac10",
         "curve-ddpm-dynamics15",
         "curve-meanflow-meanflow15",
+        # the planners on the DDPM's models (MPPI's τ tuned), and MPPI at TD-MPC2's budget on MeanFlow
+        "tune-mppi-0.5",
+        "tune-mppi-5.0",
+        "plan-mppi",
+        "plan-shooting",
+        "plan-mppi-tdmpc2",
     }
     assert set(stages.values()) == {"done"}
     logs = {p.name.split("_")[0] for p in (root / "runs").iterdir()}  # tensorboard under the root, not the cwd
@@ -91,6 +106,34 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
         assert len(point["itpo"]["normalized_scores"]) == len(point["rebrac"]["normalized_scores"]) == 2
         if vary != "rebrac":
             assert point["models"][vary]["metrics"]["one_step_rmse"] > 0
+    # The planners: paired against ReBRAC on ITPO's evaluation episodes, with the models and budgets they name.
+    itpo = json.loads((root / "summaries" / f"{env_id}_seed0_ddpm.json").read_text())
+    for label, planner, wm in (
+        ("mppi", "mppi", "ddpm"),
+        ("shooting", "shooting", "ddpm"),
+        ("mppi-tdmpc2", "mppi", "meanflow"),
+    ):
+        plan = json.loads((root / "planners" / f"{env_id}_seed0_{label}.json").read_text())
+        st = plan["settings"]
+        assert st["planner"] == planner and st["world_model"] == wm and st["eval_seed"] == 1000
+        assert len(plan[planner]["normalized_scores"]) == len(plan["rebrac"]["normalized_scores"]) == 2
+        assert plan["rebrac"]["normalized_scores"] == itpo["rebrac"]["normalized_scores"]  # the same episodes
+        assert plan["models"]["reward"] == itpo["models"]["reward"]
+        assert plan["budget"] == ("tdmpc2" if label == "mppi-tdmpc2" else "matched")
+    mppi = json.loads((root / "planners" / f"{env_id}_seed0_mppi.json").read_text())
+    smoke = sweep.PRESETS["smoke"]
+    assert (mppi["settings"]["iterations"], mppi["settings"]["samples"]) == (
+        smoke["mppi_iterations"],
+        smoke["mppi_samples"],
+    )
+    assert set(mppi["tuned"]["tuning_scores"]) == {"0.5", "5.0"}
+    assert mppi["settings"]["temperature"] == mppi["tuned"]["chosen"]
+    assert mppi["tuned"]["tuning_scores"][repr(mppi["tuned"]["chosen"])] == max(mppi["tuned"]["tuning_scores"].values())
+    shooting = json.loads((root / "planners" / f"{env_id}_seed0_shooting.json").read_text())
+    assert shooting["tuned"]["fixed"] and shooting["settings"]["step_size"] == 0.1
+    assert shooting["settings"]["particles"] == smoke["particles"]
+    tdmpc2 = json.loads((root / "planners" / f"{env_id}_seed0_mppi-tdmpc2.json").read_text())
+    assert (tdmpc2["settings"]["iterations"], tdmpc2["settings"]["samples"]) == (6, 512)  # TD-MPC2's
     tuning = json.loads((root / "tuning" / f"{env_id}_seed0_ddpm_alpha5e-05.json").read_text())
     assert tuning["itpo"]["lengths"] and max(tuning["itpo"]["lengths"]) <= 10  # tuning episodes are cut
     results = root / "results"
@@ -105,6 +148,9 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
     # 2 points of ReBRAC's curve and 2 of the world model's, per world model
     assert len(curve_lines) == 8, table
     assert "## α tuning" in table and "5e-05: " in table
+    planner_lines = [line for line in table.splitlines() if line.startswith(f"| {env_id} | mppi")]
+    assert len(planner_lines) == 2 and "I 6 × N 512" in table, table
+    assert len(list((results / "planners").glob("*.json"))) == 3
 
     # A rerun finds everything complete: nothing is trained, tuned or evaluated again.
     second = sweep.main(args)
@@ -135,6 +181,11 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
         "curve-meanflow-rebrac10": "done",
         "curve-ddpm-dynamics15": "done",
         "curve-meanflow-meanflow15": "done",
+        "tune-mppi-0.5": "done",  # their reward model changed too
+        "tune-mppi-5.0": "done",
+        "plan-mppi": "done",
+        "plan-shooting": "done",
+        "plan-mppi-tdmpc2": "done",
     }
     history = torch.load(reward, map_location="cpu", weights_only=True)["history"]
     assert {"step": -1, "marker": 1.0} in history and history[-1]["step"] == 45
@@ -163,7 +214,10 @@ def test_overlapping_tuning_and_evaluation_seeds_are_refused():
             sweep.resolve(sweep.Args(**base, eval_seed=1000, tune_seed=tune_seed))
     with pytest.raises(SystemExit, match="overlap"):  # the preset's 10 evaluation episodes reach 1009
         sweep.resolve(sweep.Args(preset="cpu", env_ids=["hopper-medium-replay"], eval_seed=1000, tune_seed=1009))
-    sweep.resolve(sweep.Args(**base, eval_seed=1000, tune_seed=1000, step_size=5e-5))  # no tuning, no conflict
+    fixed = {"step_size": 5e-5, "temperature_grid": [0.5], "shooting_step_grid": [0.1]}
+    sweep.resolve(sweep.Args(**base, eval_seed=1000, tune_seed=1000, **fixed))  # no tuning, no conflict
+    with pytest.raises(SystemExit, match="overlap"):  # the planners' τ is tuned on those seeds too
+        sweep.resolve(sweep.Args(**base, eval_seed=1000, tune_seed=1000, **{**fixed, "temperature_grid": [0.5, 5.0]}))
     with pytest.raises(SystemExit, match="overlap"):  # refused before any stage or Ray starts
         sweep.main(sweep.Args(**base, eval_seed=1000, tune_seed=1000, root="/nonexistent/never-created"))
     assert not os.path.exists("/nonexistent/never-created")
@@ -176,6 +230,12 @@ def test_overlapping_tuning_and_evaluation_seeds_are_refused():
         ({"runs": ["hopper-medium:-2"]}, "--seed must be ≥ 0"),
         ({"eval_seed": -10}, "--eval-seed must be ≥ 0"),
         ({"tilt_temperature": 0.0}, "--tilt-temperature must be positive"),
+        ({"temperature_grid": [0.5, 0.0]}, "--temperature-grid needs finite values > 0"),
+        ({"shooting_step_grid": [-0.1]}, "--shooting-step-grid needs finite values ≥ 0"),
+        ({"tdmpc2_runs": ["hopper-expert:0"]}, "--tdmpc2-runs hopper-expert:0 is not in the grid"),
+        ({"tdmpc2_runs": ["hopper-medium:0"], "world_models": ["ddpm"]}, "plans with MeanFlow"),
+        ({"tdmpc2_runs": ["hopper-medium"]}, "--tdmpc2-runs takes env_id:seed"),
+        ({"world_models": ["meanflow"]}, "--planner-world-model ddpm is not in --world-models"),
     ],
 )
 def test_settings_a_stage_would_refuse_hours_in_are_refused_at_start(bad, expected):
@@ -244,6 +304,40 @@ def test_an_environment_gets_its_own_world_model_budgets(capsys):
         sweep.resolve(sweep.Args(preset="smoke", runs=["walker2d-medium-replay:0"], dynamics_steps=40))
 
 
+def test_per_environment_budgets_reach_the_stages_checkpoints(pipeline, tmp_path):
+    """Through the stage the sweep runs: smoke's walker2d row trains its DDPM to 45 steps, hopper's to 30."""
+    import collect_dataset
+
+    collect_dataset.main(
+        collect_dataset.Args(
+            env="walker2d",
+            total_timesteps=300,
+            snapshot_every=150,
+            learning_starts=100,
+            transitions=200,
+            eval_episodes=1,
+            work_dir=str(tmp_path / "collect"),
+        )
+    )
+    args = sweep.Args(preset="smoke", runs=["hopper-medium-replay:0", "walker2d-medium-replay:0"], root=str(tmp_path))
+    s = sweep.Sweep(args, *sweep.resolve(args))
+    cwd, trained = os.getcwd(), {}
+    try:
+        for env_id in ("hopper-medium-replay", "walker2d-medium-replay"):
+            kwargs = {**s.stage_kwargs(env_id, 0, "dynamics"), "device": "cpu", "holdout": 20}
+            out = sweep.run_stage("train_dynamics", "main", kwargs, s.workdir, keep_result=False)
+            assert out["ok"], out.get("traceback")
+            ckpt = torch.load(s.ckpt(env_id, "dynamics", 0), map_location="cpu", weights_only=True)
+            snapshots = sorted(p.name for p in (tmp_path / "checkpoints" / env_id).glob("dynamics_seed0_step*.pt"))
+            trained[env_id] = (ckpt["step"], snapshots)
+    finally:
+        os.chdir(cwd)  # run_stage works in the sweep's root
+    assert trained == {
+        "hopper-medium-replay": (30, ["dynamics_seed0_step15.pt", "dynamics_seed0_step30.pt"]),
+        "walker2d-medium-replay": (45, [f"dynamics_seed0_step{n}.pt" for n in (15, 30, 45)]),
+    }
+
+
 def hopper_reward(s) -> int:
     return s.stage_kwargs("hopper-medium-replay", 0, "reward")["total_steps"]
 
@@ -252,9 +346,13 @@ def test_alpha_ties_keep_the_smaller_step_size(tmp_path):
     args = sweep.Args(env_ids=["hopper-medium"], root=str(tmp_path), alpha_grid=[5e-4, 5e-6, 5e-5, 5e-7])
     s = sweep.Sweep(args, *sweep.resolve(args))
     for alpha, score in ((5e-4, 30.0), (5e-6, 42.0), (5e-5, 42.0), (5e-7, 41.9)):
-        sweep.write_json(s.tuning_path("hopper-medium", 0, "ddpm", alpha), {"score": score})
+        sweep.write_json(s.tuning_path("hopper-medium", 0, "ddpm_alpha", alpha), {"score": score})
     record = s.alpha_record("hopper-medium", 0, "ddpm")
     assert record["chosen"] == 5e-6 and record["tuning_scores"]["5e-05"] == 42.0
+    # the planners' parameters are chosen the same way, each from its own files
+    for tau, score in ((0.05, 50.0), (0.5, 61.0), (5.0, 61.0)):
+        sweep.write_json(s.tuning_path("hopper-medium", 0, "mppi_temperature", tau), {"score": score})
+    assert s.planner_record("hopper-medium", 0, "mppi")["chosen"] == 0.5
     with pytest.raises(SystemExit, match="unknown dataset"):
         sweep.resolve(sweep.Args(env_ids=["hopper-mediocre"]))
 
