@@ -15,7 +15,9 @@ Per (dataset, seed) the stages form a graph:
                        also at TD-MPC2's own budget on MeanFlow)
 
 Every stage runs in a Ray worker through the stage script's own entry point and Args (one CPU each,
-and `--gpu-fraction` of a GPU where torch sees one). The sweep resumes: a checkpoint whose step has
+and `--gpu-fraction` of a GPU where torch sees one), at most as many at once as Ray has CPUs, taken in the
+graph's order: the training stages, α tuning and final rows of every (dataset, seed), then the planners'
+TD-MPC2-budget runs and the budget curves. The sweep resumes: a checkpoint whose step has
 reached the requested budget is skipped, a partial one is continued (`resume=True`), an α-tuning
 run or an evaluation whose JSON exists with the same settings and the same checkpoints (by content
 hash) is skipped. One failed stage is reported (traceback in `<root>/failures/`) and only the
@@ -575,6 +577,7 @@ class Sweep:
         self.tdmpc2 = parse_pairs(args.tdmpc2_runs, "tdmpc2_runs")
         for env_id in dict.fromkeys(e for e, _ in pairs):
             self.add(Node(env_id, None, "dataset", []))
+        later = []  # added after every pair's final rows: Ray runs ready tasks in the order they are submitted
         for env_id, seed in pairs:
             data = [(env_id, None, "dataset")]
             for stage in ("rebrac", "dynamics", "reward"):
@@ -596,7 +599,7 @@ class Sweep:
                 for stage in ("rebrac", WORLD_MODEL_STAGE[wm]):
                     for step in self.curve(env_id, stage)[:-1]:
                         context = {"wm": wm, "vary": stage, "step": step}
-                        self.add(Node(env_id, seed, f"curve-{wm}-{stage}{step}", [*models, final], context=context))
+                        later.append(Node(env_id, seed, f"curve-{wm}-{stage}{step}", [*models, final], context=context))
             # the planners, on the planner world model's models; each tunes its one parameter like α
             models = [(env_id, seed, s) for s in ("rebrac", WORLD_MODEL_STAGE[args.planner_world_model], "reward")]
             for planner in args.planners:
@@ -608,7 +611,10 @@ class Sweep:
                 self.add(Node(env_id, seed, f"plan-{planner}", models + tunes, context={"planner": planner}))
             if (env_id, seed) in self.tdmpc2:
                 models = [(env_id, seed, s) for s in ("rebrac", "meanflow", "reward")]
-                self.add(Node(env_id, seed, "plan-mppi-tdmpc2", models, context={"planner": "mppi", "tdmpc2": True}))
+                context = {"planner": "mppi", "tdmpc2": True}
+                later.insert(0, Node(env_id, seed, "plan-mppi-tdmpc2", models, context=context))
+        for node in later:
+            self.add(node)
 
     @staticmethod
     def budgets_of(budgets: dict, env_id: str) -> dict:
@@ -1043,7 +1049,7 @@ class Sweep:
     def run(self) -> None:
         import ray
 
-        remote, started, running = None, False, {}
+        remote, started, running, capacity = None, False, {}, 0
         try:
             while True:
                 progressed = True
@@ -1055,13 +1061,15 @@ class Sweep:
                         deps = [self.nodes[d] for d in node.deps]
                         if any(d.status in ("pending", "running") for d in deps):
                             continue
-                        progressed = True
                         bad = [d for d in deps if d.status in ("failed", "not run")]
                         if bad:
                             cause = bad[0].detail if bad[0].status == "not run" else f"after {bad[0].stage} failed"
-                            node.status, node.detail = "not run", cause
+                            node.status, node.detail, progressed = "not run", cause, True
                             self.log(node)
                             continue
+                        if remote is not None and len(running) >= capacity:
+                            continue  # no free CPU: submitted later, in node order (final rows before curves)
+                        progressed = True
                         try:
                             task = self.prepare(node)
                         except Exception as err:  # noqa: BLE001 - e.g. an unreadable checkpoint while hashing, no dataset
@@ -1075,6 +1083,7 @@ class Sweep:
                         if remote is None:
                             started = self.start_ray()
                             remote = ray.remote(run_stage)
+                            capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
                         module, entry, kwargs, keep = task
                         ref = remote.options(**self.resources()).remote(module, entry, kwargs, self.workdir, keep)
                         node.status, running[ref] = "running", node
