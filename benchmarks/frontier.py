@@ -1,0 +1,405 @@
+"""What each millisecond buys: ITPO's and the planners' paired Δ over ReBRAC against their cost per env step,
+on one (dataset, seed)'s final checkpoints, one budget axis at a time around the preset's point.
+
+    python benchmarks/frontier.py --env-id hopper-medium-replay --checkpoints sweeps/cpu/checkpoints \
+        --step-size 5e-5 --ddpm-variants dynamics_k2_seed0.pt dynamics_k5_seed0.pt \
+        --untilted-meanflow meanflow_untilted_seed0.pt
+
+The points: ITPO-DDPM along M, E and H (and the joint points of `--joint`), at each further DDPM of
+`--ddpm-variants` (another number of reverse steps K: `train_dynamics.py --diffusion-steps 2`), ITPO with
+the tilted MeanFlow along M and, given `--untilted-meanflow` (`meanflow_onestep.py --tilt-temperature inf`),
+with the untilted one along M; MPPI along I × N and gradient shooting along E (plan_eval.py). Each point is
+one run of `itpo_eval.py` or `plan_eval.py` on the same evaluation episodes; ReBRAC is evaluated once, with
+the first point, and every point is paired against it. α (and the planners' τ and step size) stay as given:
+the values tuned at the preset's point (the sweep's summaries record them).
+
+Resumable: one JSON per point under `<out>/<env-id>_seed<S>/` (a point whose settings and checkpoints are on
+record is not run again). Each run of the tool then draws every seed found under `<out>` for its dataset:
+
+    <out>/frontier_<env-id>.png   x: ms per env step (log), y: paired Δ with its 95 % interval, one colour per
+                                  method, the Pareto front over all points dashed
+    <out>/frontier_<env-id>.md    the same as a table, with GFLOP per env step (torch's FLOP counter, one
+                                  step of one episode: scale by the episodes a batch holds) and the
+                                  cheapest point within 90 % of the best Δ
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import tyro
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+sys.path[:0] = [p for p in (REPO, BENCH) if p not in sys.path]
+from report import bootstrap_ci, paired_difference  # noqa: E402
+
+METHODS = {  # method -> (label in the figure, colour)
+    "itpo-ddpm": ("ITPO-DDPM", "tab:blue"),
+    "itpo-meanflow": ("ITPO-MeanFlow (tilted)", "tab:orange"),
+    "itpo-meanflow-untilted": ("ITPO-MeanFlow (untilted)", "tab:brown"),
+    "mppi": ("MPPI (DDPM)", "tab:green"),
+    "shooting": ("gradient shooting (DDPM)", "tab:purple"),
+}
+
+
+@dataclass
+class Args:
+    env_id: str = "hopper-medium-replay"
+    """D4RL short name"""
+    seed: int = 0
+    """seed of the checkpoints"""
+    checkpoints: str = "checkpoints"
+    """folder holding <env-id>/{rebrac,dynamics,reward,meanflow}_seed<S>.pt (a sweep's <root>/checkpoints)"""
+    ddpm_variants: list[str] = field(default_factory=list)
+    """further DDPM checkpoints (e.g. trained with another --diffusion-steps), each run at the base point"""
+    untilted_meanflow: str | None = None
+    """a MeanFlow trained with --tilt-temperature inf: ITPO with it along M, beside the tilted one"""
+    step_size: float = 5e-5
+    """ITPO's α with the DDPM, as tuned at the base point (kept for every point)"""
+    meanflow_step_size: float | None = None
+    """ITPO's α with MeanFlow (default: --step-size)"""
+    horizon: int = 5
+    """the base point's H"""
+    particles: int = 32
+    """the base point's M"""
+    inner_steps: int = 1
+    """the base point's E"""
+    particles_axis: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64, 128])
+    """M of ITPO's points (and of MeanFlow's)"""
+    inner_steps_axis: list[int] = field(default_factory=lambda: [1, 2, 4])
+    """E of ITPO-DDPM's points (and the shooting's ascent steps)"""
+    horizon_axis: list[int] = field(default_factory=lambda: [1, 3, 5, 10])
+    """H of ITPO-DDPM's points"""
+    joint: list[str] = field(default_factory=lambda: ["H3,M16,E1", "H5,M64,E2"])
+    """ITPO-DDPM points off the axes, as H<h>,M<m>,E<e>"""
+    mppi_budgets: list[str] = field(default_factory=lambda: ["1x24", "2x48", "4x96"])
+    """MPPI's points as I x N (N_π = N/6 and k = N/3, the cpu preset's proportions); empty: no MPPI"""
+    temperature: float = 0.5
+    """MPPI's τ"""
+    shooting_step_size: float = 0.1
+    """gradient shooting's step size; its points run along --inner-steps-axis at the base M"""
+    shooting: bool = True
+    """include gradient shooting"""
+    episodes: int = 10
+    """evaluation episodes per point"""
+    eval_seed: int = 1000
+    """episode i uses env seed eval_seed + i"""
+    max_episode_steps: int | None = None
+    """cut episodes at this many steps (default: the env's limit)"""
+    out: str = "results/frontier"
+    """points, figure and table go here"""
+    device: str = "cpu"
+    """torch device"""
+
+    def __post_init__(self):
+        for name in ("particles_axis", "inner_steps_axis", "horizon_axis"):
+            values = getattr(self, name)
+            if not values or any(v < 1 for v in values):
+                sys.exit(f"error: --{name.replace('_', '-')} needs positive integers, not {values}")
+        for name in ("horizon", "particles", "inner_steps", "episodes"):
+            if getattr(self, name) < 1:
+                sys.exit(f"error: --{name.replace('_', '-')} must be ≥ 1, not {getattr(self, name)}")
+        for text in self.joint:
+            parse_joint(text)
+        for text in self.mppi_budgets:
+            parse_mppi(text)
+
+
+def parse_joint(text: str) -> tuple[int, int, int]:
+    match = re.fullmatch(r"H(\d+),M(\d+),E(\d+)", text.replace(" ", ""))
+    if match is None or min(int(v) for v in match.groups()) < 1:
+        sys.exit(f"error: --joint takes points such as H3,M16,E1 (positive integers), not {text!r}")
+    return tuple(int(v) for v in match.groups())
+
+
+def parse_mppi(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.lower().split("x"))
+        assert i >= 1 and n >= 6
+    except (ValueError, AssertionError):
+        sys.exit(f"error: --mppi-budgets takes I x N such as 2x48 (I ≥ 1, N ≥ 6), not {text!r}")
+    return i, n
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid
+# ---------------------------------------------------------------------------------------------
+def ddpm_steps(path: str) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True)["config"]["diffusion_steps"])
+
+
+def grid(args: Args) -> list[dict]:
+    """The points, each {name, method, H, ... , world-model checkpoint}, in the order they run (the base first)."""
+    ckpt = lambda stage: os.path.join(args.checkpoints, args.env_id, f"{stage}_seed{args.seed}.pt")  # noqa: E731
+    H, M, E = args.horizon, args.particles, args.inner_steps
+    points = []
+
+    def itpo(method, world, h, m, e):
+        k = f"K{ddpm_steps(world)}_" if method == "itpo-ddpm" else ""
+        points.append({"name": f"{method}_{k}H{h}_M{m}_E{e}", "method": method, "H": h, "M": m, "E": e, "world": world})
+
+    ddpm = ckpt("dynamics")
+    itpo("itpo-ddpm", ddpm, H, M, E)
+    for m in args.particles_axis:
+        itpo("itpo-ddpm", ddpm, H, m, E)
+    for e in args.inner_steps_axis:
+        itpo("itpo-ddpm", ddpm, H, M, e)
+    for h in args.horizon_axis:
+        itpo("itpo-ddpm", ddpm, h, M, E)
+    for text in args.joint:
+        itpo("itpo-ddpm", ddpm, *parse_joint(text))
+    for path in args.ddpm_variants:
+        itpo("itpo-ddpm", path, H, M, E)
+    for m in args.particles_axis:
+        itpo("itpo-meanflow", ckpt("meanflow"), H, m, E)
+        if args.untilted_meanflow:
+            itpo("itpo-meanflow-untilted", args.untilted_meanflow, H, m, E)
+    for text in args.mppi_budgets:
+        i, n = parse_mppi(text)
+        point = {"method": "mppi", "H": H, "I": i, "N": n, "N_pi": n // 6, "k": n // 3, "world": ddpm}
+        points.append({"name": f"mppi_H{H}_I{i}_N{n}", **point})
+    for e in args.inner_steps_axis if args.shooting else []:
+        points.append({"name": f"shooting_H{H}_M{M}_E{e}", "method": "shooting", "H": H, "M": M, "E": e, "world": ddpm})
+    return list({p["name"]: p for p in points}.values())  # the axes cross at the base point: once each
+
+
+def run_args(args: Args, point: dict, baseline: bool):
+    """The itpo_eval.Args or plan_eval.Args of a point."""
+    import itpo_eval
+    import plan_eval
+
+    method, c = point["method"], os.path.join(args.checkpoints, args.env_id)
+    common = dict(
+        env_id=args.env_id,
+        seed=args.seed,
+        horizon=point["H"],
+        world_model="meanflow" if method.startswith("itpo-meanflow") else "ddpm",
+        episodes=args.episodes,
+        eval_seed=args.eval_seed,
+        max_episode_steps=args.max_episode_steps,
+        baseline=baseline,
+        rebrac_checkpoint=os.path.join(c, f"rebrac_seed{args.seed}.pt"),
+        dynamics_checkpoint=point["world"],
+        reward_checkpoint=os.path.join(c, f"reward_seed{args.seed}.pt"),
+        device=args.device,
+        run_name=f"frontier_{args.env_id}_seed{args.seed}_{point['name']}",
+    )
+    if method.startswith("itpo"):
+        alpha = args.step_size if method == "itpo-ddpm" or args.meanflow_step_size is None else args.meanflow_step_size
+        return itpo_eval, itpo_eval.Args(**common, particles=point["M"], inner_steps=point["E"], step_size=alpha)
+    if method == "mppi":
+        budget = dict(iterations=point["I"], samples=point["N"], policy_samples=point["N_pi"], elites=point["k"])
+        return plan_eval, plan_eval.Args(**common, planner="mppi", temperature=args.temperature, **budget)
+    budget = dict(particles=point["M"], shooting_steps=point["E"], step_size=args.shooting_step_size)
+    return plan_eval, plan_eval.Args(**common, planner="shooting", **budget)
+
+
+def digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def flops_per_env_step(module, run) -> float:
+    """FLOPs of one real step of one episode (torch's FLOP counter over the whole decision)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    one = replace(run, episodes=1, max_episode_steps=1, baseline=False, run_name=f"{run.run_name}_flops")
+    counter = FlopCounterMode(display=False)
+    with counter, open(os.devnull, "w") as quiet:
+        stdout, sys.stdout = sys.stdout, quiet
+        try:
+            module.main(one)
+        finally:
+            sys.stdout = stdout
+    return float(counter.get_total_flops())
+
+
+def evaluate_point(args: Args, point: dict, baseline: bool) -> dict:
+    """Run one point (skipped where its JSON holds the same settings and checkpoints); returns the record."""
+    from common import device_name
+
+    module, run = run_args(args, point, baseline)
+    settings = {k: v for k, v in asdict(run).items() if k not in ("run_name", "device")}
+    paths = [run.rebrac_checkpoint, run.dynamics_checkpoint, run.reward_checkpoint]
+    key = {"settings": settings, "checkpoints": [digest(p) for p in paths]}
+    path = os.path.join(args.out, f"{args.env_id}_seed{args.seed}", f"{point['name']}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old.get("key") == key:
+            return old
+    summary = module.main(run)
+    which = "itpo" if point["method"].startswith("itpo") else point["method"]
+    record = {
+        "point": point,
+        "key": key,
+        "scores": summary[which]["normalized_scores"],
+        "rebrac": summary["rebrac"]["normalized_scores"] if baseline else None,
+        "ms_per_env_step": 1e3 * summary[which]["seconds_per_env_step"],
+        "flops_per_env_step": flops_per_env_step(module, run),
+        "device": device_name(args.device),
+        "seconds": summary[which]["wall_seconds"],
+    }
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(f"{path}.tmp", "w") as f:  # then renamed: never half a point
+        json.dump(record, f, indent=1)
+    os.replace(f"{path}.tmp", path)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# The frontier of a dataset, over every seed on record
+# ---------------------------------------------------------------------------------------------
+def load_points(out: str, env_id: str) -> dict[str, dict]:
+    """{point name: {point, ms, gflop, scores {(seed, episode): v}, rebrac {(seed, episode): v}, seeds}}."""
+    by_name, rebrac = {}, {}
+    for folder in sorted(glob.glob(os.path.join(out, f"{env_id}_seed*"))):
+        seed = int(folder.rsplit("_seed", 1)[1])
+        for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+            with open(path) as f:
+                rec = json.load(f)
+            first = rec["key"]["settings"]["eval_seed"]
+            scores = {(seed, first + i): v for i, v in enumerate(rec["scores"])}
+            if rec["rebrac"] is not None:
+                rebrac.update({(seed, first + i): v for i, v in enumerate(rec["rebrac"])})
+            entry = by_name.setdefault(
+                rec["point"]["name"], {"point": rec["point"], "ms": [], "gflop": [], "scores": {}}
+            )
+            entry["ms"].append(rec["ms_per_env_step"])
+            entry["gflop"].append(rec["flops_per_env_step"] / 1e9)
+            entry["scores"].update(scores)
+    for entry in by_name.values():
+        entry["rebrac"] = {k: rebrac[k] for k in entry["scores"] if k in rebrac}
+        entry["seeds"] = sorted({s for s, _ in entry["scores"]})
+    return by_name
+
+
+def frontier_rows(points: dict[str, dict]) -> list[dict]:
+    rows = []
+    for name, e in points.items():
+        paired = {k: v for k, v in e["scores"].items() if k in e["rebrac"]}
+        diff = paired_difference(paired, e["rebrac"]) if paired and len(e["rebrac"]) == len(paired) else None
+        rows.append(
+            {
+                "name": name,
+                "point": e["point"],
+                "ms": float(np.mean(e["ms"])),
+                "gflop": float(np.mean(e["gflop"])),
+                "score": bootstrap_ci(list(e["scores"].values())),
+                "rebrac": bootstrap_ci(list(e["rebrac"].values())) if e["rebrac"] else None,
+                "diff": diff,
+                "seeds": e["seeds"],
+            }
+        )
+    return sorted(rows, key=lambda r: r["ms"])
+
+
+def pareto(rows: list[dict]) -> list[dict]:
+    """The points no other point beats on both cost and Δ (cheapest first)."""
+    front, best = [], -math.inf
+    for r in rows:  # sorted by ms
+        if r["diff"] is not None and r["diff"][0] > best:
+            front.append(r)
+            best = r["diff"][0]
+    return front
+
+
+def config(point: dict) -> str:
+    if point["method"] == "mppi":
+        return f"H{point['H']} I{point['I']}×N{point['N']}"
+    k = point["name"].split("_")[1] + " " if point["method"] == "itpo-ddpm" else ""
+    return f"{k}H{point['H']} M{point['M']} E{point['E']}"
+
+
+def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = pareto(rows)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for method, (label, colour) in METHODS.items():
+        mine = [r for r in rows if r["point"]["method"] == method and r["diff"] is not None]
+        if not mine:
+            continue
+        ms = [r["ms"] for r in mine]
+        d = np.array([r["diff"] for r in mine])
+        ax.errorbar(
+            ms, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], fmt="o", color=colour, label=label, capsize=3
+        )
+        for r in mine:
+            ax.annotate(
+                config(r["point"]), (r["ms"], r["diff"][0]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    if front:
+        ax.plot([r["ms"] for r in front], [r["diff"][0] for r in front], "k--", lw=1, label="Pareto front")
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per env step (log scale)")
+    ax.set_ylabel("paired Δ over ReBRAC (normalised score)")
+    seeds = sorted({s for r in rows for s in r["seeds"]})
+    ax.set_title(f"{env_id}: what each millisecond buys (seeds {seeds}, 95 % intervals)")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, f"frontier_{env_id}.png"), dpi=120)
+    plt.close(fig)
+
+    fmt = lambda ci, sign="": "—" if ci is None else f"{ci[0]:{sign}.1f} [{ci[1]:{sign}.1f}, {ci[2]:{sign}.1f}]"  # noqa: E731
+    lines = [
+        f"# What each millisecond buys: {env_id}",
+        "",
+        f"Seeds {seeds}; every point paired against ReBRAC on the same (seed, episode); 95 % bootstrap intervals; "
+        "ms per env step as measured in each point's run; GFLOP per env step of one episode (torch's counter).",
+        "",
+        "| method | configuration | ms/step | GFLOP/step | score | Δ over ReBRAC | on the Pareto front |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {METHODS[r['point']['method']][0]} | {config(r['point'])} | {r['ms']:.1f} | {r['gflop']:.3g} | "
+            f"{fmt(r['score'])} | {fmt(r['diff'], '+')} | {'yes' if r in front else ''} |"
+        )
+    ranked = [r for r in rows if r["diff"] is not None]
+    if ranked:
+        best = max(r["diff"][0] for r in ranked)
+        cheap = next(r for r in ranked if r["diff"][0] >= 0.9 * best) if best > 0 else None
+        lines += ["", f"Best Δ {best:+.1f}."]
+        if cheap is not None:
+            lines.append(
+                f"Cheapest within 90 % of it: {METHODS[cheap['point']['method']][0]} {config(cheap['point'])}, "
+                f"{cheap['ms']:.1f} ms per env step, Δ {cheap['diff'][0]:+.1f}."
+            )
+    with open(os.path.join(out, f"frontier_{env_id}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main(args: Args) -> list[dict]:
+    from tqdm import tqdm
+
+    points = grid(args)
+    for path in [p["world"] for p in points]:
+        if not os.path.exists(path):
+            sys.exit(f"error: no checkpoint {path}: train it (README: Pipeline) or point --checkpoints at a sweep's")
+    print(f"[frontier] {args.env_id} seed {args.seed}: {len(points)} points, α {args.step_size!r} kept throughout")
+    for i, point in enumerate(tqdm(points, desc="points")):
+        evaluate_point(args, point, baseline=i == 0)
+    rows = frontier_rows(load_points(args.out, args.env_id))
+    write_frontier(args.out, args.env_id, rows)
+    print(f"[frontier] {os.path.join(args.out, f'frontier_{args.env_id}.png')} and .md")
+    return rows
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
