@@ -450,6 +450,9 @@ def test_report_on_hand_made_summaries(tmp_path):
     table = (tmp_path / "results" / "table.md").read_text()
     assert "unequal numbers of seeds" in table and "hopper-medium-replay seeds [2]" in table
     assert "rebrac_updates=25000" in table and "ITPO-MeanFlow" in table
+    assert "| 95.8 | 103.1 |" in table  # the paper's hopper-medium-replay row, for orientation
+    mean_ddpm = np.mean([r["diff"]["ddpm"][0] for r in rows.values()])
+    assert f"Mean Δ ITPO-DDPM over these 2 dataset(s): {mean_ddpm:+.1f}" in table
     for name in ("differences.png", "training_curves.png"):
         assert (tmp_path / "results" / name).stat().st_size > 0
     assert len(list((tmp_path / "results" / "summaries").glob("*.json"))) == 10
