@@ -484,6 +484,8 @@ def rerun_command(extra_flag: str | None = None) -> str:
     """The command line this process was started with (plus `extra_flag` if it lacks it), to paste."""
     argv = sys.argv[1:] + ([extra_flag] if extra_flag and extra_flag not in sys.argv[1:] else [])
     script = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else None
+    if script is not None and os.path.dirname(os.path.abspath(script)) != os.path.dirname(os.path.abspath(__file__)):
+        script = None  # another program's (a Ray worker's, pytest's): not a stage script beside this file
     if script is None:  # called as a library (the sweep, a test): the caller knows its own call
         return f"the same call{f' with {extra_flag}' if extra_flag else ''}"
     return " ".join(shlex.quote(a) for a in ["python", script, *argv])

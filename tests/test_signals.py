@@ -80,3 +80,13 @@ def test_collect_stops_at_its_next_snapshot_and_a_rerun_finishes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resuming SAC at step {progress['step']}" in rerun.stdout
     assert (tmp_path / "datasets" / "local" / "hopper" / "medium-replay-v0").exists()
+
+
+def test_the_command_to_continue_names_only_a_stage_script(monkeypatch):
+    """Inside another program (a sweep's Ray worker, pytest) the line does not print that program's argv."""
+    from common import rerun_command
+
+    monkeypatch.setattr(sys, "argv", [os.path.join(ROOT, "rebrac.py"), "--env-id", "hopper-medium"])
+    assert rerun_command("--resume") == f"python {os.path.join(ROOT, 'rebrac.py')} --env-id hopper-medium --resume"
+    monkeypatch.setattr(sys, "argv", ["/opt/ray/_private/workers/default_worker.py", "--node-ip-address=1.2.3.4"])
+    assert rerun_command("--resume") == "the same call with --resume"
