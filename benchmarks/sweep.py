@@ -16,8 +16,8 @@ Per (dataset, seed) the stages form a graph:
 
 Every stage runs in a Ray worker through the stage script's own entry point and Args (one CPU each,
 and `--gpu-fraction` of a GPU where torch sees one), at most as many at once as Ray has CPUs, taken in the
-graph's order: the training stages, α tuning and final rows of every (dataset, seed), then the planners'
-TD-MPC2-budget runs and the budget curves. The sweep resumes: a checkpoint whose step has
+graph's order: the training stages of every (dataset, seed), then their α tuning and final rows, then the
+planners' TD-MPC2-budget runs and the budget curves. The sweep resumes: a checkpoint whose step has
 reached the requested budget is skipped, a partial one is continued (`resume=True`), an α-tuning
 run or an evaluation whose JSON exists with the same settings and the same checkpoints (by content
 hash) is skipped. One failed stage is reported (traceback in `<root>/failures/`) and only the
@@ -577,13 +577,16 @@ class Sweep:
         self.tdmpc2 = parse_pairs(args.tdmpc2_runs, "tdmpc2_runs")
         for env_id in dict.fromkeys(e for e, _ in pairs):
             self.add(Node(env_id, None, "dataset", []))
-        later = []  # added after every pair's final rows: Ray runs ready tasks in the order they are submitted
+        # The order nodes are added in is the order ready ones run in: every pair's training stages (they
+        # unblock the rest), then every pair's tuning and final rows, then the TD-MPC2-budget runs and curves.
         for env_id, seed in pairs:
             data = [(env_id, None, "dataset")]
             for stage in ("rebrac", "dynamics", "reward"):
                 self.add(Node(env_id, seed, stage, data))
             if "meanflow" in args.world_models:
                 self.add(Node(env_id, seed, "meanflow", [*data, (env_id, seed, "rebrac")]))
+        later = []
+        for env_id, seed in pairs:
             for wm in args.world_models:
                 models = [(env_id, seed, s) for s in ("rebrac", WORLD_MODEL_STAGE[wm], "reward")]
                 tunes = []
