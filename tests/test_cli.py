@@ -26,6 +26,8 @@ SCRIPTS = {  # script -> a flag its --help must document
     "benchmarks/rebrac_budget.py": "--eval-samples",
     "benchmarks/sweep.py": "--preset",
     "benchmarks/report.py": "--root",
+    "benchmarks/frontier.py": "--particles-axis",
+    "benchmarks/evaluation_noise.py": "--noise",
 }
 
 
@@ -302,3 +304,13 @@ def test_resume_without_a_checkpoint_says_it_starts_from_scratch(pipeline, tmp_p
         )
     )
     assert "starting from scratch" in capsys.readouterr().out
+
+
+def test_evaluation_noise_and_frontier_through_their_command_lines(pipeline, tmp_path):
+    ckpt = pipeline["ckpt"]["rebrac"]
+    argv = ["--env-id", pipeline["env_id"], "--rebrac-checkpoint", ckpt, "--episodes", "2", "--max-episode-steps", "20"]
+    result = run("benchmarks/evaluation_noise.py", *argv, "--noise", "0.5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("paired Δ") == 2 and "N(0, 0.5²)" in result.stdout, result.stdout
+    error = one_line_error(run("benchmarks/frontier.py", "--particles-axis", "0", cwd=tmp_path))
+    assert "--particles-axis needs positive integers" in error
