@@ -217,7 +217,11 @@ def planner_rows(planners: dict, runs: dict, reps: int, confidence: float, seed:
                     "seeds": sorted(runs_here),
                     "score": bootstrap_ci(list(mine.values()), reps, confidence, seed),
                     "diff": paired_difference(mine, base, reps, confidence, seed) if base else None,
-                    "itpo_over": paired_difference(shared, mine, reps, confidence, seed) if shared else None,
+                    "itpo_over": (
+                        paired_difference(shared, {k: mine[k] for k in shared}, reps, confidence, seed)
+                        if shared
+                        else None
+                    ),
                     "ms": 1e3 * float(np.mean([r[planner]["seconds_per_env_step"] for r in runs_here.values()])),
                     "itpo_ms": float(np.mean(itpo_ms)) if itpo_ms else None,
                     "tuned": tuned,

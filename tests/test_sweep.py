@@ -491,3 +491,37 @@ def test_report_adds_a_sweep_to_an_earlier_report(tmp_path):
     assert saved["history"] == history and report.load_histories(str(second), [str(out)])["rebrac"]
     with pytest.raises(SystemExit, match="earlier report"):
         report.Args(include=[str(tmp_path / "nothing")])
+
+
+def test_report_pairs_each_planner_with_rebrac_and_with_itpo(tmp_path):
+    """MPPI loses 4 to ReBRAC on every episode, ITPO gains 10: ITPO − MPPI is 14; a planner seed without
+    an ITPO run still has its own row's score and Δ, and ITPO − planner uses the seeds both have."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "sweep"
+    os.makedirs(root / "summaries")
+    os.makedirs(root / "planners")
+    for seed in (0, 1):
+        rebrac = rng.normal(50, 20, 10)
+        mppi = rebrac - 4
+        if seed == 0:
+            summary = fake_summary("hopper-medium", seed, "ddpm", rebrac + 10, rebrac, 5e-5)
+            (root / "summaries" / f"hopper-medium_seed{seed}_ddpm.json").write_text(json.dumps(summary))
+        settings = {"env_id": "hopper-medium", "seed": seed, "eval_seed": 1000, "planner": "mppi"}
+        settings.update(world_model="ddpm", iterations=2, samples=48, policy_samples=8, elites=16, temperature=0.5)
+        plan = {
+            "settings": settings,
+            "mppi": {"normalized_scores": list(mppi), "seconds_per_env_step": 0.04},
+            "rebrac": {"normalized_scores": list(rebrac), "seconds_per_env_step": 0.001},
+            "tuned": {"chosen": 0.5, "fixed": False, "tuning_scores": {"0.05": 40.0, "0.5": 41.0}},
+            "budget": "matched",
+        }
+        (root / "planners" / f"hopper-medium_seed{seed}_mppi.json").write_text(json.dumps(plan))
+    out = report.main(report.Args(root=str(root), out=str(tmp_path / "results"), reps=500))
+    (row,) = out["planners"]
+    assert row["label"] == "mppi" and row["seeds"] == [0, 1]
+    assert row["diff"][0] == pytest.approx(-4.0) and row["itpo_over"][0] == pytest.approx(14.0)
+    assert row["ms"] == pytest.approx(40.0) and row["itpo_ms"] == pytest.approx(50.0)
+    table = (tmp_path / "results" / "table.md").read_text()
+    assert "| hopper-medium | mppi | ddpm | I 2 × N 48, N_π 8, k 16, τ 0.5 |" in table
+    assert "0.05: 40.0, 0.5: 41.0 → 0.5" in table
+    assert len(list((tmp_path / "results" / "planners").glob("*.json"))) == 2
