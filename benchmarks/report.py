@@ -475,6 +475,7 @@ def write_table(
     curves: list[dict] | None = None,
     alphas: list[str] | None = None,
     plans: list[dict] | None = None,
+    rebrac_evals: list[str] | None = None,
 ) -> None:
     pct = f"{100 * confidence:g} %"
     out = (
@@ -535,6 +536,18 @@ def write_table(
         ]
     if notes:
         out += [""] + [f"Note: {n}" for n in notes]
+    if rebrac_evals:
+        out += [
+            "",
+            "## ReBRAC's own evaluation along training",
+            "",
+            "`rebrac.py`'s evaluation (the same env seeds as the table, acted without the batched parameters: "
+            "single episodes can differ from the table's ReBRAC column, `benchmarks/evaluation_noise.py`).",
+            "",
+            "| dataset | seed | last | best | |",
+            "|---|---|---|---|---|",
+            *rebrac_evals,
+        ]
     if plans:
         out += [
             "",
@@ -713,6 +726,23 @@ def load_histories(root: str, include: list[str] = ()) -> dict[str, dict[tuple[s
     return out
 
 
+def rebrac_evaluation_rows(histories: dict, runs: dict) -> list[str]:
+    """Per (dataset, seed) of the table: ReBRAC's own evaluation at its last update and at its best, and
+    whether it fell from that best (by more than 10 points) as training went on: Markdown rows."""
+    out = []
+    for (env_id, seed), history in sorted(histories.get("rebrac", {}).items()):
+        scored = [h for h in history if h.get("score") is not None and math.isfinite(h["score"])]
+        if env_id not in runs or seed not in runs[env_id] or not scored:
+            continue
+        last, best = scored[-1], max(scored, key=lambda h: h["score"])
+        fell = last["score"] < best["score"] - 10
+        out.append(
+            f"| {env_id} | {seed} | {last['score']:.1f} at {last['step']} | {best['score']:.1f} at {best['step']} | "
+            f"{'falls with training' if fell else ''} |"
+        )
+    return out
+
+
 def plot_training_curves(path: str, histories: dict) -> None:
     import matplotlib
 
@@ -809,6 +839,7 @@ def main(args: Args) -> dict:
             points,
             alpha_rows(runs),
             plans,
+            rebrac_evaluation_rows(histories, runs),
         )
         plot_differences(os.path.join(staging, "differences.png"), rows, iqm)
         plot_budget_curves(os.path.join(staging, "budget_curves.png"), points)

@@ -148,6 +148,8 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
     # 2 points of ReBRAC's curve and 2 of the world model's, per world model
     assert len(curve_lines) == 8, table
     assert "## α tuning" in table and "5e-05: " in table
+    assert "## ReBRAC's own evaluation along training" in table and f"| {env_id} | 0 | " in table
+    assert any(line.startswith(f"| {env_id} | 0 | ") and " at 20 | " in line for line in table.splitlines())
     planner_lines = [line for line in table.splitlines() if line.startswith(f"| {env_id} | mppi")]
     assert len(planner_lines) == 2 and "I 6 × N 512" in table, table
     assert len(list((results / "planners").glob("*.json"))) == 3
