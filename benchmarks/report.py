@@ -563,14 +563,15 @@ def write_table(
             ),
             "",
             "| dataset | planner | world model | budget | score | Δ vs ReBRAC | ITPO − planner "
-            "| ms/step planner | ms/step ITPO | tuning (score per value → chosen) | seeds |",
+            "| ms/step planner (× ITPO's) | ms/step ITPO | tuning (score per value → chosen) | seeds |",
             "|" + "---|" * 11,
         ]
         for r in plans:
             itpo_ms = f"{r['itpo_ms']:.1f}" if r["itpo_ms"] is not None else "—"
+            ratio = f" ({r['ms'] / r['itpo_ms']:.2f}×)" if r["itpo_ms"] else ""
             out.append(
                 f"| {r['env_id']} | {r['label']} | {r['wm']} | {planner_budget(r['settings'])} | {fmt(r['score'])} | "
-                f"{fmt(r['diff'], True)} | {fmt(r['itpo_over'], True)} | {r['ms']:.1f} | {itpo_ms} | "
+                f"{fmt(r['diff'], True)} | {fmt(r['itpo_over'], True)} | {r['ms']:.1f}{ratio} | {itpo_ms} | "
                 f"{tuning_text(r['tuned'])} | {len(r['seeds'])} |"
             )
     if curves:

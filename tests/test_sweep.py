@@ -525,5 +525,5 @@ def test_report_pairs_each_planner_with_rebrac_and_with_itpo(tmp_path):
     assert row["ms"] == pytest.approx(40.0) and row["itpo_ms"] == pytest.approx(50.0)
     table = (tmp_path / "results" / "table.md").read_text()
     assert "| hopper-medium | mppi | ddpm | I 2 × N 48, N_π 8, k 16, τ 0.5 |" in table
-    assert "0.05: 40.0, 0.5: 41.0 → 0.5" in table
+    assert "0.05: 40.0, 0.5: 41.0 → 0.5" in table and "| 40.0 (0.80×) | 50.0 |" in table
     assert len(list((tmp_path / "results" / "planners").glob("*.json"))) == 2
