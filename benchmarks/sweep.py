@@ -599,7 +599,7 @@ class Sweep:
                         )
                 final = self.add(Node(env_id, seed, f"itpo-{wm}", models + tunes, context={"wm": wm})).id
                 # budget curves: one stage at an earlier snapshot, the others final, α as chosen for `final`
-                for stage in ("rebrac", WORLD_MODEL_STAGE[wm]):
+                for stage in (WORLD_MODEL_STAGE[wm], "rebrac"):  # the world model's first: the newer question
                     for step in self.curve(env_id, stage)[:-1]:
                         context = {"wm": wm, "vary": stage, "step": step}
                         later.append(Node(env_id, seed, f"curve-{wm}-{stage}{step}", [*models, final], context=context))
