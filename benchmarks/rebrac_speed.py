@@ -8,7 +8,9 @@ Runs `rebrac.train` once per variant on the same data, with evaluation and check
 end, and prints updates/s, samples/s (updates × batch) and their ratios, all measured in this one run (on a
 CPU per second of the process's CPU time, which other jobs on the machine do not inflate). With
 `--baseline`, that other version of `rebrac.py` trains the same seed interleaved with this one, `--repeats`
-times each, and the final weights of the two are compared bit for bit. It also prints the update's matrix
+times each, and the final weights of the two are compared bit for bit. Each variant also reports its steady
+state (from its first quarter's time stamp on, after compilation), and a compiled one after how many
+updates its compilation is paid back. It also prints the update's matrix
 FLOPs and this device's fp32 matrix-multiply rate: the fastest any implementation of the update could run.
 The target on one H100: 1M updates in ≤ 10 minutes (≥ 1667 updates/s) at batch 1024.
 """
@@ -47,10 +49,13 @@ class Args:
     """runs of each variant, interleaved; the fastest counts (on a shared machine the others slow some)"""
     device: str = rebrac.Args.device
     """torch device"""
+    profile: int = 0
+    """also profile this many eager updates per batch size (torch.profiler) and print the top ops' self time"""
 
     def __post_init__(self):
         parse_env_id(self.env_id)
         require_positive(self, "updates", "repeats")
+        require(self.profile >= 0, f"--profile must be ≥ 0 (0: no profile), not {self.profile}")
         require(all(b > 0 for b in self.batch_sizes), f"--batch-sizes must be positive, not {self.batch_sizes}")
         require(self.baseline is None or os.path.isfile(self.baseline), f"--baseline: no file {self.baseline}")
 
@@ -112,13 +117,14 @@ def time_variant(
 ):
     """(updates per second, the final actor's weights) of one `module.train` run."""
     updates = max(1, args.updates // 10) if precision == "bf16" and slow_bf16 else args.updates
+    quarter = max(1, updates // 4)  # 1-episode evaluations at each quarter: the history's time stamps
     with tempfile.TemporaryDirectory() as tmp:
         out = module.train(
             module.Args(
                 env_id=args.env_id,
                 total_updates=updates,
                 batch_size=batch_size,
-                eval_every=10**9,
+                eval_every=quarter,
                 checkpoint_every=10**9,
                 eval_episodes=1,
                 device=args.device,
@@ -127,19 +133,44 @@ def time_variant(
                 checkpoint=os.path.join(tmp, "rebrac.pt"),
             )
         )
-        actor = torch.load(os.path.join(tmp, "rebrac.pt"), map_location="cpu", weights_only=True)["actor"]
-    # the training loop's time: updates, plus the final 1-episode evaluation and checkpoint (an untrained
-    # hopper falls within ~100 steps); dataset loading is outside it. On a CPU the process's CPU time is
-    # the figure to read: wall time on a shared machine counts the others' jobs.
+        ckpt = torch.load(os.path.join(tmp, "rebrac.pt"), map_location="cpu", weights_only=True)
+    # the training loop's time: updates and the final checkpoint, with compilation (the evaluations are
+    # not counted: rebrac.py keeps them out of its clocks); dataset loading is outside it. On a CPU the
+    # process's CPU time is the figure to read: wall time on a shared machine counts the others' jobs.
     wall, cpu = updates / out["seconds"], updates / out["cpu_seconds"]
     ups = wall if on_gpu else cpu
+    # steady state: from the first quarter's time stamp to the end, after compilation and warm-up
+    first, last = ckpt["history"][0], ckpt["history"][-1]
+    clock = "seconds" if on_gpu else "cpu_seconds"
+    steady = (last["step"] - first["step"]) / max(last[clock] - first[clock], 1e-9) if last is not first else ups
     print(
         f"ReBRAC batch {batch_size:5d} {precision} {variant_name(compiled, version):17s}: "
         f"{ups:8.1f} updates/s, {ups * batch_size:9.0f} samples/s (100k updates in "
-        f"{1e5 / ups / 60:.1f} min, 1M in {1e6 / ups / 60:.0f} min)"
+        f"{1e5 / ups / 60:.1f} min, 1M in {1e6 / ups / 60:.0f} min); steady state {steady:.1f} updates/s"
         + ("" if on_gpu else f"; wall clock {wall:.1f} updates/s")
     )
-    return ups, actor
+    return ups, steady, updates / ups - updates / steady, ckpt["actor"]  # ... and the time beyond the steady rate
+
+
+def profile_update(args: Args, batch_size: int, precision: str, top: int = 20) -> None:
+    """Self CPU (or GPU) time per update of each op over `args.profile` eager updates, after a warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        run = dict(env_id=args.env_id, batch_size=batch_size, eval_every=10**9, checkpoint_every=10**9)
+        run.update(eval_episodes=1, device=args.device, precision=precision, checkpoint=os.path.join(tmp, "r.pt"))
+        rebrac.train(rebrac.Args(total_updates=100, **run))  # warm-up: the allocator and the kernels' caches
+        run["checkpoint"] = os.path.join(tmp, "p.pt")
+        with profile(activities=activities) as prof:
+            rebrac.train(rebrac.Args(total_updates=args.profile, **run))
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) / args.profile / 1e3
+    print(f"profile, batch {batch_size} {precision} eager: total self CPU {total:.2f} ms per update")
+    for e in events[:top]:
+        ms = e.self_cpu_time_total / args.profile / 1e3
+        calls = e.count / args.profile
+        print(f"  {e.key[:40]:40s} {ms:6.2f} ms/update {100 * ms / total:5.1f}% {calls:6.1f} calls/update")
 
 
 def main(args: Args) -> dict:
@@ -150,22 +181,27 @@ def main(args: Args) -> dict:
         + ("" if on_gpu else "; per second of this process's CPU time")
     )
     versions = {"this": rebrac, **({"baseline": load_baseline(args.baseline)} if args.baseline else {})}
-    results, weights = {}, {}
+    # updates/s over the whole run and in the steady state; seconds beyond the steady rate (compiling)
+    results, steady, extra, weights = {}, {}, {}, {}
     for batch_size in args.batch_sizes:
         for precision in args.precisions:
             for compiled in (False, True) if args.compile_too else (False,):
                 for _ in range(args.repeats):
                     for version, module in versions.items():
                         key = (batch_size, precision, compiled, version)
-                        ups, actor = time_variant(
+                        ups, steady_ups, extra_s, actor = time_variant(
                             module, version, args, batch_size, precision, compiled, slow_bf16, on_gpu
                         )
                         results[key], weights[key] = max(ups, results.get(key, 0.0)), actor
+                        steady[key], extra[key] = max(steady_ups, steady.get(key, 0.0)), extra_s
                 if args.baseline:
                     same = all(
                         torch.equal(a, b) for a, b in zip(weights[key].values(), weights[(*key[:3], "this")].values())
                     )
                     print(f"  final actor weights of the baseline and this version: {'equal' if same else 'differ'}")
+    for batch_size in args.batch_sizes if args.profile else ():
+        for precision in args.precisions:
+            profile_update(args, batch_size, precision)
     peak = matmul_gflops(args.device)
     for batch_size in args.batch_sizes:
         gflop = update_gflop(batch_size, args.device)
@@ -188,7 +224,12 @@ def main(args: Args) -> dict:
         if precision != "fp32" and (batch_size, "fp32", compiled, version) in results:
             line += f", updates/s {ups / results[(batch_size, 'fp32', compiled, version)]:.2f}x fp32"
         if compiled:
-            line += f", compiled / eager {ups / results[(batch_size, precision, False, version)]:.2f}x"
+            eager = (batch_size, precision, False, version)
+            line += f", compiled / eager {ups / results[eager]:.2f}x (steady state {steady[key] / steady[eager]:.2f}x"
+            gain = 1 / steady[eager] - 1 / steady[key]  # seconds saved per update once compiled
+            line += (
+                f"; compiling pays back after {extra[key] / gain:.0f} updates)" if gain > 0 else "; never pays back)"
+            )
         if version == "this" and (batch_size, precision, compiled, "baseline") in results:
             line += f", this / baseline {ups / results[(batch_size, precision, compiled, 'baseline')]:.2f}x"
         print(line)

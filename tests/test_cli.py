@@ -140,10 +140,14 @@ def test_every_stage_runs_from_its_command_line(pipeline):
         "fp32",
         "bf16",
         "--no-compile-too",
+        "--profile",
+        "3",
         cwd=cwd,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "ms/update" in result.stdout and "profile, batch 16 bf16 eager" in result.stdout, result.stdout
     assert "samples/s" in result.stdout and "x fp32" in result.stdout, result.stdout
+    assert "steady state" in result.stdout, result.stdout
     baseline = ["--updates", "3", "--batch-sizes", "8", "--no-compile-too", "--repeats", "2"]
     result = run(
         "benchmarks/rebrac_speed.py",
