@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 import numpy as np
@@ -33,8 +33,17 @@ import tyro
 from torch.func import grad
 from torch.utils.tensorboard import SummaryWriter
 
-from common import batched_policy, imagined_returns, require, require_device, require_positive, seed_everything
-from itpo_eval import evaluate, load_models
+import itpo_eval
+from common import (
+    batched_policy,
+    imagined_returns,
+    make_eval_env_fn,
+    require,
+    require_device,
+    require_positive,
+    seed_everything,
+)
+from itpo_eval import ITPOAgent, evaluate, load_models
 
 
 @dataclass
@@ -89,6 +98,11 @@ class Args:
     """default checkpoints/<env-id>/reward_seed<S>.pt"""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """torch device"""
+    match_itpo: tuple[int, int] | None = None
+    """(M, E) of the ITPO step to match in cost: the planner's rollouts (MPPI's --samples, shooting's
+    --particles) are then chosen by timing both here, on the episodes' first states (the sweep's matched budget)"""
+    match_only: bool = False
+    """with --match-itpo: print and save the matched budget, evaluate nothing"""
     compile: bool = False
     """torch.compile the planning step (CUDA graphs on a GPU)"""
     run_name: str | None = None
@@ -112,6 +126,14 @@ class Args:
         require(self.gamma is None or 0 < self.gamma <= 1, f"--gamma must be in (0, 1], not {self.gamma}")
         require(self.eval_seed >= 0, f"--eval-seed must be ≥ 0 (gymnasium's seeds are), not {self.eval_seed}")
         require_device(self)
+        if self.match_itpo is not None:
+            knob = MATCHED[self.planner]
+            require(min(self.match_itpo) > 0, f"--match-itpo takes ITPO's M and E, both > 0, not {self.match_itpo}")
+            require(
+                getattr(self, knob) == PLANNER_DEFAULTS[knob],
+                f"--match-itpo chooses --{knob}: drop one of them",
+            )
+        require(not self.match_only or self.match_itpo is not None, "--match-only needs --match-itpo M E")
         # the other planner's flags would be ignored: refuse them (the run would not be what was asked)
         ignored = SHOOTING_FLAGS if self.planner == "mppi" else MPPI_FLAGS
         given = [f"--{f.replace('_', '-')}" for f in ignored if getattr(self, f) != PLANNER_DEFAULTS[f]]
@@ -122,6 +144,7 @@ class Args:
 MPPI_FLAGS = ("iterations", "samples", "policy_samples", "elites", "temperature", "min_std", "max_std")
 SHOOTING_FLAGS = ("particles", "shooting_steps", "step_size")
 PLANNER_DEFAULTS = {f.name: f.default for f in fields(Args) if f.name in MPPI_FLAGS + SHOOTING_FLAGS}
+MATCHED = {"mppi": "samples", "shooting": "particles"}  # what --match-itpo chooses: the rollouts per iteration
 
 
 def refit(candidates, values, elites: int, temperature: float, min_std: float, max_std: float):
@@ -246,11 +269,81 @@ class ActorAgent:
         return self.planner.policy(self.planner.params, s0[:, None, :])[:, 0].cpu().numpy()
 
 
+def step_ms(agents: dict, obs: np.ndarray, rounds: int = 3, steps: int = 5) -> dict:
+    """ms per lockstep step (all N episodes planned at once) of each agent on the states `obs`: after one
+    warm-up call, `rounds` interleaved rounds of `steps` calls; the fastest round counts (a shared machine
+    slows the others)."""
+    alive, best = np.ones(len(obs), bool), {}
+    for agent in agents.values():
+        agent(obs, alive)  # warm-up (and compilation)
+    for _ in range(rounds):
+        for name, agent in agents.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                agent(obs, alive)  # returns a host array: the step has finished
+            best[name] = min(best.get(name, np.inf), (time.perf_counter() - t0) / steps * 1e3)
+    return best
+
+
+def match_itpo(args: Args, models: tuple, gamma: float, reward_scale: float) -> tuple[Args, dict]:
+    """--match-itpo M E: the planner's rollouts n (MPPI's N, shooting's M) at which its step costs what an ITPO
+    step at (M, E) costs. Each n of a doubling ladder is timed beside ITPO, on the episodes' first states, until
+    one costs at least ITPO's; n is interpolated between the last two and timed once more (the reported ratio)."""
+    actor, critic, world, reward = models
+    knob = MATCHED[args.planner]
+    make_env = make_eval_env_fn(args.env_id, args.dataset_id, verbose=False)
+    obs = np.stack([make_env().reset(seed=args.eval_seed + i)[0] for i in range(args.episodes)]).astype(np.float32)
+    m, e = args.match_itpo
+    itpo_args = itpo_eval.Args(
+        env_id=args.env_id, dataset_id=args.dataset_id, seed=args.seed, horizon=args.horizon, particles=m,
+        inner_steps=e, world_model=args.world_model, episodes=args.episodes, device=args.device, compile=args.compile,
+    )  # fmt: skip
+    itpo = ITPOAgent(actor, critic, world, reward, itpo_args, gamma, reward_scale=reward_scale)
+
+    def ratio(n: int) -> tuple[float, dict]:
+        """The planner's cost at n over ITPO's, timed side by side."""
+        planner = Planner(
+            actor, critic, world, reward, replace(args, **{knob: n}, match_itpo=None, match_only=False), gamma,
+            reward_scale,
+        )  # fmt: skip
+        ms = step_ms({"itpo": itpo, "planner": planner}, obs)
+        return ms["planner"] / ms["itpo"], ms
+
+    n = max(1, args.elites - args.policy_samples) if args.planner == "mppi" else 1  # MPPI needs k candidates
+    ladder = {n: ratio(n)[0]}
+    while ladder[n] < 1 and n < 64 * m:  # 64 M: where a flat cost (a GPU below saturation) stops the search
+        n *= 2
+        ladder[n] = ratio(n)[0]
+    if ladder[n] >= 1 and len(ladder) > 1:  # between the last cheaper n and the first dearer one
+        lo, hi = n // 2, n
+        n = round(lo + (1 - ladder[lo]) / (ladder[hi] - ladder[lo]) * (hi - lo))
+    r, ms = ratio(n)
+    match = {
+        "itpo": {"particles": m, "inner_steps": e},
+        knob: n,
+        "ms_per_step": ms,
+        "ratio": r,
+        "ladder": {str(k): v for k, v in ladder.items()},
+        "episodes": args.episodes,
+        "device": str(args.device),
+    }
+    print(
+        f"[{args.planner}] --match-itpo {m} {e}: --{knob} {n} costs {ms['planner']:.1f} ms per lockstep step of "
+        f"{args.episodes} episodes, ITPO {ms['itpo']:.1f} ({r:.2f}×)"
+        + ("" if 0.8 <= r <= 1.25 else "; outside ±20 %: a busy machine, or a cost that n does not move; rerun")
+    )
+    return replace(args, **{knob: n}, match_itpo=None, match_only=False), match  # as if run with --{knob} n
+
+
 def main(args: Args) -> dict:
     seed_everything(args.seed)
     actor, critic, world, reward, rebrac_args = load_models(args)
     gamma = args.gamma if args.gamma is not None else rebrac_args["gamma"]
     reward_scale = rebrac_args["reward_scale"]  # Q_φ was trained on rewards × this (AntMaze: 100)
+    match, match_only = None, args.match_only
+    if args.match_itpo is not None:
+        args, match = match_itpo(args, (actor, critic, world, reward), gamma, reward_scale)
+        seed_everything(args.seed)  # the evaluation as a run with --samples / --particles n given
     run_name = args.run_name or f"{args.planner}_{args.env_id}_seed{args.seed}_{int(time.time())}"
     writer = SummaryWriter(f"runs/{run_name}")
     settings = {**asdict(args), "gamma": gamma, "reward_scale": reward_scale}
@@ -261,20 +354,28 @@ def main(args: Args) -> dict:
         else f"M={args.particles} E={args.shooting_steps} α={args.step_size}"
     )
     print(f"[{args.planner}] {args.env_id}: H={args.horizon} {budget} γ={gamma} world model {args.world_model}")
+    summary = {"settings": settings, **({"match": match} if match else {})}
+    if match_only:
+        return save_summary(summary, run_name, writer)
     planner = Planner(actor, critic, world, reward, args, gamma, reward_scale)
-    summary = {"settings": settings, args.planner: evaluate(planner, args, writer, args.planner)}
+    summary[args.planner] = evaluate(planner, args, writer, args.planner)
     if args.baseline:
         summary["rebrac"] = evaluate(ActorAgent(planner), args, writer, "rebrac")
         diff = np.array(summary[args.planner]["normalized_scores"]) - np.array(summary["rebrac"]["normalized_scores"])
         summary["paired_difference"] = {"mean": float(diff.mean()), "std": float(diff.std())}
         print(f"[{args.planner}] {args.planner} − ReBRAC on the same seeds: {diff.mean():+.1f} ± {diff.std():.1f}")
+    save_summary(summary, run_name, writer)
+    if not np.isfinite(summary[args.planner]["normalized_scores"]).all():
+        sys.exit(f"error: non-finite normalised scores; see runs/{run_name}/summary.json")
+    return summary
+
+
+def save_summary(summary: dict, run_name: str, writer: SummaryWriter) -> dict:
     with open(f"runs/{run_name}/summary.json.tmp", "w") as f:  # then renamed: never a half-written summary
         json.dump(summary, f, indent=2)
     os.replace(f"runs/{run_name}/summary.json.tmp", f"runs/{run_name}/summary.json")
-    print(f"[{args.planner}] summary: runs/{run_name}/summary.json")
+    print(f"[{summary['settings']['planner']}] summary: runs/{run_name}/summary.json")
     writer.close()
-    if not np.isfinite(summary[args.planner]["normalized_scores"]).all():
-        sys.exit(f"error: non-finite normalised scores; see runs/{run_name}/summary.json")
     return summary
 
 

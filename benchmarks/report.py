@@ -224,6 +224,8 @@ def planner_rows(planners: dict, runs: dict, reps: int, confidence: float, seed:
                     ),
                     "ms": 1e3 * float(np.mean([r[planner]["seconds_per_env_step"] for r in runs_here.values()])),
                     "itpo_ms": float(np.mean(itpo_ms)) if itpo_ms else None,
+                    # the planner's lockstep step over ITPO's, timed side by side (plan_eval --match-itpo)
+                    "side_by_side": [r["match"]["ratio"] for r in runs_here.values() if "match" in r] or None,
                     "tuned": tuned,
                 }
             )
@@ -559,7 +561,11 @@ def write_table(
                 "actor's parameters instead. Δ vs ReBRAC: planner − ReBRAC; ITPO − planner: ITPO with the same "
                 f"world model on the same (seed, episode); paired, with {pct} bootstrap intervals. "
                 "Budget 'matched': MPPI's I × N chosen to cost what ITPO costs per env step; 'tdmpc2': TD-MPC2's "
-                "own (I 6 × N 512, N_π 24, k 64, τ 0.5)."
+                "own (I 6 × N 512, N_π 24, k 64, τ 0.5). ms per env step divides a run's time by its transitions, "
+                "so it moves with how long the episodes last (a lockstep step costs as much with one episode "
+                "alive as with ten); 'side by side': the planner's lockstep step over ITPO's, timed in one "
+                "process before the runs (`plan_eval.py --match-itpo`), the ratio the matched budget equalises "
+                "(rows without it: N fixed by the preset)."
             ),
             "",
             "| dataset | planner | world model | budget | score | Δ vs ReBRAC | ITPO − planner "
@@ -568,7 +574,10 @@ def write_table(
         ]
         for r in plans:
             itpo_ms = f"{r['itpo_ms']:.1f}" if r["itpo_ms"] is not None else "—"
-            ratio = f" ({r['ms'] / r['itpo_ms']:.2f}×)" if r["itpo_ms"] else ""
+            ratio = f"{r['ms'] / r['itpo_ms']:.2f}×" if r["itpo_ms"] else ""
+            if r["side_by_side"]:
+                ratio += ("; " if ratio else "") + "side by side " + ", ".join(f"{x:.2f}×" for x in r["side_by_side"])
+            ratio = f" ({ratio})" if ratio else ""
             out.append(
                 f"| {r['env_id']} | {r['label']} | {r['wm']} | {planner_budget(r['settings'])} | {fmt(r['score'])} | "
                 f"{fmt(r['diff'], True)} | {fmt(r['itpo_over'], True)} | {r['ms']:.1f}{ratio} | {itpo_ms} | "

@@ -28,6 +28,7 @@ matter; each stage runs in the root, so its tensorboard logs go to `<root>/runs/
 
     checkpoints/<env-id>/{rebrac,dynamics,reward,meanflow}_seed<S>.pt
     tuning/<env-id>_seed<S>_<wm>_alpha<α>.json   one α candidate on the tuning seeds
+    tuning/<env-id>_seed<S>_<planner>_match.json  the planner's compute-matched N (MPPI) or M (shooting)
     summaries/<env-id>_seed<S>_<wm>.json         itpo_eval's summary + α record + budgets + seconds
     planners/<env-id>_seed<S>_<planner>.json      plan_eval's summary (mppi, shooting, mppi-tdmpc2) + its tuning
     stage_times/<env-id>_seed<S>.json             seconds spent in each stage (summed over reruns)
@@ -72,6 +73,7 @@ STAGE_ENTRY = {  # stage -> (module, entry point); each entry point takes the mo
 }
 PLANNER_PARAMETER = {"mppi": "temperature", "shooting": "step_size"}  # the one parameter each planner tunes
 PLANNER_GRID = {"mppi": "temperature_grid", "shooting": "shooting_step_grid"}  # ... and the flag of its grid
+MATCHED_KNOB = {"mppi": "samples", "shooting": "particles"}  # what --match-planners chooses per planner
 WORLD_MODEL_STAGE = {"ddpm": "dynamics", "meanflow": "meanflow"}
 
 # Budgets of each preset; every one is also a flag that overrides it. 0 steps per episode = the env's limit.
@@ -125,8 +127,8 @@ PRESETS = {
         "horizon": 5,
         "particles": 32,
         "inner_steps": 1,
-        # MPPI at ITPO-DDPM's cost at M = 32 (measured on walker2d's models: I 2 × N 48 with N_π 8 and
-        # k 16 took 39.6 ms per env step, ITPO 39.5; README: Planners); shooting takes ITPO's M and E
+        # MPPI's I, N_π and k; its N (and shooting's M) are timed to ITPO-DDPM's cost per (dataset, seed)
+        # (--match-planners); N 48 is the fallback of --no-match-planners (walker2d: 39.6 ms, ITPO 39.5)
         "mppi_iterations": 2,
         "mppi_samples": 48,
         "mppi_policy_samples": 8,
@@ -204,7 +206,6 @@ RATES = {
     "reward_steps_per_s": 300.0,
     "meanflow_steps_per_s": 60.0,  # JVP: about 2× a DDPM step
     "itpo_ms_per_env_step_m32": {"ddpm": 40.0, "meanflow": 13.0},  # 10 episodes in lockstep, H = 5, M = 32
-    "planner_ms_per_env_step": {"mppi": 40.0, "shooting": 33.0},  # DDPM, the cpu preset's matched budgets
     "mppi_tdmpc2_ms_per_env_step": 300.0,  # MeanFlow, I 6 × (N 512 + N_π 24)
     "env_steps_per_episode": 1000,  # an upper bound: episodes that fall end sooner
 }
@@ -236,9 +237,10 @@ def estimate_seconds(
         out["evaluation"] += episode(b["episodes"], b["max_episode_steps"])
         points = len(b["rebrac_curve"]) - 1 + len(b[f"{WORLD_MODEL_STAGE[wm]}_curve"]) - 1
         out["curves"] += points * episode(b["episodes"], b["max_episode_steps"])
-    for planner, n_tuned in (planners or {}).items():
-        ms = RATES["planner_ms_per_env_step"][planner] * b["horizon"] / 5 * b["diffusion_steps"] / 10
-        ms *= b["particles"] / 32 if planner == "shooting" else b["mppi_iterations"] * b["mppi_samples"] / 96
+    # the planners, matched: at ITPO-DDPM's cost by construction
+    ms = RATES["itpo_ms_per_env_step_m32"]["ddpm"] * b["particles"] / 32 * b["horizon"] / 5 * b["inner_steps"]
+    ms *= b["diffusion_steps"] / 10
+    for n_tuned in (planners or {}).values():
         runs = n_tuned * b["tune_episodes"] * steps(b["tune_max_steps"]) + b["episodes"] * steps(b["max_episode_steps"])
         out["planners"] += runs * ms / 1e3
     out = {k: v * n_pairs for k, v in out.items()}
@@ -286,6 +288,9 @@ class Args:
     """action-space planners (plan_eval.py) run on ITPO's models at ITPO's compute, paired on its episodes"""
     planner_world_model: Literal["ddpm", "meanflow"] = "ddpm"
     """the world model the planners use (its ITPO run is the one they are compute-matched to)"""
+    match_planners: bool = True
+    """choose MPPI's N and shooting's M per (dataset, seed) so that a step costs what ITPO's does, timed side
+    by side (plan_eval --match-itpo); --no-match-planners: the preset's mppi_samples and ITPO's M"""
     temperature_grid: list[float] = field(default_factory=lambda: [0.05, 0.5, 5.0])
     """MPPI's τ to choose from on the tuning seeds, like α (one value: fixed; TD-MPC2's is 0.5)"""
     shooting_step_grid: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3, 1.0])
@@ -607,11 +612,16 @@ class Sweep:
             models = [(env_id, seed, s) for s in ("rebrac", WORLD_MODEL_STAGE[args.planner_world_model], "reward")]
             for planner in args.planners:
                 grid = self.planner_grid(planner)
+                budget = []  # the matched budget, timed before its tuning runs use it
+                if args.match_planners:
+                    context = {"planner": planner, "match": True}
+                    budget = [self.add(Node(env_id, seed, f"match-{planner}", models, context=context)).id]
                 tunes = []
                 for value in grid if len(grid) > 1 else []:
                     context = {"planner": planner, "value": value}
-                    tunes.append(self.add(Node(env_id, seed, f"tune-{planner}-{value!r}", models, context=context)).id)
-                self.add(Node(env_id, seed, f"plan-{planner}", models + tunes, context={"planner": planner}))
+                    node = Node(env_id, seed, f"tune-{planner}-{value!r}", models + budget, context=context)
+                    tunes.append(self.add(node).id)
+                self.add(Node(env_id, seed, f"plan-{planner}", models + budget + tunes, context={"planner": planner}))
             if (env_id, seed) in self.tdmpc2:
                 models = [(env_id, seed, s) for s in ("rebrac", "meanflow", "reward")]
                 context = {"planner": "mppi", "tdmpc2": True}
@@ -642,6 +652,15 @@ class Sweep:
 
     def summary_path(self, env_id, seed, wm) -> str:
         return os.path.join(self.root, "summaries", f"{env_id}_seed{seed}_{wm}.json")
+
+    def match_path(self, env_id, seed, planner) -> str:
+        return os.path.join(self.root, "tuning", f"{env_id}_seed{seed}_{planner}_match.json")
+
+    def match_record(self, env_id: str, seed: int, planner: str) -> dict:
+        rec = read_json(self.match_path(env_id, seed, planner))
+        if rec is None:
+            raise RuntimeError(f"no matched budget for {planner} ({self.match_path(env_id, seed, planner)})")
+        return rec
 
     def plan_path(self, env_id, seed, label) -> str:
         return os.path.join(self.root, "planners", f"{env_id}_seed{seed}_{label}.json")
@@ -836,10 +855,19 @@ class Sweep:
         return (*STAGE_ENTRY["itpo"], kwargs, True)
 
     def plan_kwargs(
-        self, env_id: str, seed: int, planner: str, value: float | None, tuning: bool, tdmpc2: bool = False
+        self,
+        env_id: str,
+        seed: int,
+        planner: str,
+        value: float | None,
+        tuning: bool,
+        tdmpc2: bool = False,
+        match: dict | None = None,
     ) -> dict:
-        """plan_eval.Args of a planner run: the matched budget (MPPI's from the preset, shooting's M and E
-        ITPO's), or TD-MPC2's own (plan_eval's defaults) on MeanFlow; `value`: τ or the step size."""
+        """plan_eval.Args of a planner run: the matched budget (MPPI's I, N_π, k from the preset, shooting's E
+        ITPO's; MPPI's N and shooting's M from the `match-` node's timing, or the preset's N and ITPO's M with
+        --no-match-planners), or TD-MPC2's own (plan_eval's defaults) on MeanFlow; `value`: τ or the step size.
+        `match`: {} for the `match-` node itself."""
         b = self.budgets(env_id)
         wm = "meanflow" if tdmpc2 else self.args.planner_world_model
         label = f"{planner}-tdmpc2" if tdmpc2 else planner
@@ -853,6 +881,13 @@ class Sweep:
             kwargs["temperature"] = value
         elif planner == "shooting":
             kwargs.update(particles=b["particles"], shooting_steps=b["inner_steps"], step_size=value)
+        if match is not None:  # the matched budget's node: it times the planner against ITPO, evaluates nothing
+            kwargs.update(match_itpo=(b["particles"], b["inner_steps"]), match_only=True, baseline=False)
+            del kwargs["samples" if planner == "mppi" else "particles"]
+            kwargs.pop("temperature" if planner == "mppi" else "step_size")
+        elif self.args.match_planners and not tdmpc2:
+            knob = "samples" if planner == "mppi" else "particles"
+            kwargs[knob] = self.match_record(env_id, seed, planner)["match"][knob]
         return kwargs
 
     def prepare_plan(self, node: Node) -> tuple | None:
@@ -863,6 +898,15 @@ class Sweep:
             self.model_paths(env_id, seed, "meanflow" if tdmpc2 else self.args.planner_world_model)
         )
         models = self.models_key(node.context["models"])
+        if node.stage.startswith("match-"):
+            kwargs = self.plan_kwargs(env_id, seed, planner, None, tuning=False, match={})
+            node.context["key"] = self.eval_key(kwargs, models, name="match")
+            rec = read_json(self.match_path(env_id, seed, planner))
+            if rec is not None and rec.get("key") == node.context["key"]:
+                knob = MATCHED_KNOB[planner]
+                node.status, node.detail = "skipped", f"{knob} {rec['match'][knob]} on record"
+                return None
+            return (*STAGE_ENTRY["plan"], kwargs, True)
         if node.stage.startswith("tune-"):
             value = node.context["value"]
             kwargs = self.plan_kwargs(env_id, seed, planner, value, tuning=True)
@@ -1004,6 +1048,11 @@ class Sweep:
 
     def finish_plan(self, node: Node, result: dict) -> None:
         env_id, seed, planner = node.env_id, node.seed, node.context["planner"]
+        if node.stage.startswith("match-"):
+            write_json(self.match_path(env_id, seed, planner), {"key": node.context["key"], "match": result["match"]})
+            m = result["match"]
+            node.detail = f"{MATCHED_KNOB[planner]} {m[MATCHED_KNOB[planner]]}: {m['ratio']:.2f}× ITPO's ms per step"
+            return
         score = result[planner]["mean"]
         if node.stage.startswith("tune-"):
             value = node.context["value"]
@@ -1024,6 +1073,11 @@ class Sweep:
             **result,
             "tuned": node.context["tuned"],
             "budget": "tdmpc2" if node.context.get("tdmpc2") else "matched",
+            **(
+                {"match": self.match_record(env_id, seed, planner)["match"]}
+                if self.args.match_planners and not node.context.get("tdmpc2")
+                else {}
+            ),
             "models": node.context["models"],
             "budgets": {"preset": self.args.preset, **self.budgets(env_id)},
             "stage_seconds": {

@@ -94,6 +94,36 @@ def test_cli_runs_the_planner_paired_with_rebrac(pipeline, tmp_path, planner):
     assert summary["settings"]["planner"] == planner
 
 
+@pytest.mark.parametrize("planner, knob", [("mppi", "samples"), ("shooting", "particles")])
+def test_match_itpo_chooses_the_rollouts_at_itpos_cost(pipeline, monkeypatch, planner, knob):
+    """The matched n is where the planner's cost meets ITPO's, and the run then is a run at n."""
+
+    def fake_step_ms(agents, obs, rounds=3, steps=5):  # a fake clock: ITPO 40 "ms", a planner 2 + 0.5 per rollout
+        return {"itpo": 40.0, "planner": 2.0 + 0.5 * getattr(agents["planner"].args, knob)}
+
+    monkeypatch.setattr(plan_eval, "step_ms", fake_step_ms)
+    extra = {"policy_samples": 2, "elites": 3, "iterations": 1} if planner == "mppi" else {}
+    args = plan_args(pipeline, planner=planner, match_itpo=(8, 1), match_only=True, run_name=f"m{planner}", **extra)
+    out = plan_eval.main(args)
+    assert out["match"][knob] == 76 and out["settings"][knob] == 76 and out["match"]["ratio"] == pytest.approx(1.0)
+    assert planner not in out  # --match-only: nothing evaluated
+    real = plan_eval.main(plan_args(pipeline, planner=planner, match_itpo=(2, 1), run_name=f"r{planner}", **extra))
+    monkeypatch.undo()
+    n = real["match"][knob]
+    same = plan_eval.main(plan_args(pipeline, planner=planner, run_name=f"s{planner}", **{knob: n}, **extra))
+    assert real[planner]["returns"] == same[planner]["returns"]  # matching leaves no trace in the episodes
+
+
+def test_step_ms_times_each_agent(pipeline):
+    args = plan_args(pipeline, planner="shooting", particles=2)
+    actor, critic, world, reward, _ = plan_eval.load_models(args)
+    obs = np.zeros((2, 11), np.float32)
+    agents = {n: plan_eval.Planner(actor, critic, world, reward, plan_eval.replace(args, particles=n), 0.99)
+              for n in (1, 64)}  # fmt: skip
+    ms = plan_eval.step_ms(agents, obs, rounds=2, steps=3)
+    assert set(ms) == {1, 64} and 0 < ms[1] < ms[64]
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -103,6 +133,9 @@ def test_cli_runs_the_planner_paired_with_rebrac(pipeline, tmp_path, planner):
         (["--step-size", "nan"], "--step-size must be ≥ 0"),
         (["--particles", "8"], "--particles: only --planner shooting uses it"),  # mppi is the default
         (["--planner", "shooting", "--elites", "8", "--samples", "9"], "--samples, --elites: only --planner mppi"),
+        (["--match-itpo", "32", "1", "--samples", "64"], "--match-itpo chooses --samples: drop one"),
+        (["--match-itpo", "0", "1"], "--match-itpo takes ITPO's M and E, both > 0"),
+        (["--match-only"], "--match-only needs --match-itpo M E"),
     ],
 )
 def test_bad_flags_are_one_line(flags, message):

@@ -55,7 +55,10 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
         "curve-meanflow-rebrac10",
         "curve-ddpm-dynamics15",
         "curve-meanflow-meanflow15",
-        # the planners on the DDPM's models (MPPI's τ tuned), and MPPI at TD-MPC2's budget on MeanFlow
+        # the planners on the DDPM's models (their budgets timed against ITPO's, MPPI's τ tuned), and MPPI at
+        # TD-MPC2's budget on MeanFlow
+        "match-mppi",
+        "match-shooting",
         "tune-mppi-0.5",
         "tune-mppi-5.0",
         "plan-mppi",
@@ -122,16 +125,20 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
         assert plan["budget"] == ("tdmpc2" if label == "mppi-tdmpc2" else "matched")
     mppi = json.loads((root / "planners" / f"{env_id}_seed0_mppi.json").read_text())
     smoke = sweep.PRESETS["smoke"]
-    assert (mppi["settings"]["iterations"], mppi["settings"]["samples"]) == (
-        smoke["mppi_iterations"],
-        smoke["mppi_samples"],
-    )
+    matched = {
+        p: json.loads((root / "tuning" / f"{env_id}_seed0_{p}_match.json").read_text()) for p in ("mppi", "shooting")
+    }
+    assert mppi["settings"]["iterations"] == smoke["mppi_iterations"]
+    assert mppi["settings"]["samples"] == matched["mppi"]["match"]["samples"]  # N as timed against ITPO
+    assert matched["mppi"]["match"]["itpo"] == {"particles": smoke["particles"], "inner_steps": smoke["inner_steps"]}
+    tuned = json.loads((root / "tuning" / f"{env_id}_seed0_mppi_temperature0.5.json").read_text())
+    assert tuned["mppi"]["seconds_per_env_step"] > 0 and tuned["key"]["plan"]["samples"] == mppi["settings"]["samples"]
     assert set(mppi["tuned"]["tuning_scores"]) == {"0.5", "5.0"}
     assert mppi["settings"]["temperature"] == mppi["tuned"]["chosen"]
     assert mppi["tuned"]["tuning_scores"][repr(mppi["tuned"]["chosen"])] == max(mppi["tuned"]["tuning_scores"].values())
     shooting = json.loads((root / "planners" / f"{env_id}_seed0_shooting.json").read_text())
     assert shooting["tuned"]["fixed"] and shooting["settings"]["step_size"] == 0.1
-    assert shooting["settings"]["particles"] == smoke["particles"]
+    assert shooting["settings"]["particles"] == matched["shooting"]["match"]["particles"]
     tdmpc2 = json.loads((root / "planners" / f"{env_id}_seed0_mppi-tdmpc2.json").read_text())
     assert (tdmpc2["settings"]["iterations"], tdmpc2["settings"]["samples"]) == (6, 512)  # TD-MPC2's
     tuning = json.loads((root / "tuning" / f"{env_id}_seed0_ddpm_alpha5e-05.json").read_text())
@@ -152,6 +159,7 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
     assert any(line.startswith(f"| {env_id} | 0 | ") and " at 20 | " in line for line in table.splitlines())
     planner_lines = [line for line in table.splitlines() if line.startswith(f"| {env_id} | mppi")]
     assert len(planner_lines) == 2 and "I 6 × N 512" in table, table
+    assert all("side by side" in line for line in planner_lines if "I 6 × N 512" not in line), planner_lines
     assert len(list((results / "planners").glob("*.json"))) == 3
 
     # A rerun finds everything complete: nothing is trained, tuned or evaluated again.
@@ -183,7 +191,9 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
         "curve-meanflow-rebrac10": "done",
         "curve-ddpm-dynamics15": "done",
         "curve-meanflow-meanflow15": "done",
-        "tune-mppi-0.5": "done",  # their reward model changed too
+        "match-mppi": "done",  # their reward model changed too
+        "match-shooting": "done",
+        "tune-mppi-0.5": "done",
         "tune-mppi-5.0": "done",
         "plan-mppi": "done",
         "plan-shooting": "done",
