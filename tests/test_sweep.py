@@ -355,7 +355,8 @@ def hopper_reward(s) -> int:
 
 
 def test_alpha_ties_keep_the_smaller_step_size(tmp_path):
-    args = sweep.Args(env_ids=["hopper-medium"], root=str(tmp_path), alpha_grid=[5e-4, 5e-6, 5e-5, 5e-7])
+    grids = {"alpha_grid": [5e-4, 5e-6, 5e-5, 5e-7], "temperature_grid": [0.05, 0.5, 5.0]}
+    args = sweep.Args(env_ids=["hopper-medium"], root=str(tmp_path), **grids)
     s = sweep.Sweep(args, *sweep.resolve(args))
     for alpha, score in ((5e-4, 30.0), (5e-6, 42.0), (5e-5, 42.0), (5e-7, 41.9)):
         sweep.write_json(s.tuning_path("hopper-medium", 0, "ddpm_alpha", alpha), {"score": score})
