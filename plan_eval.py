@@ -291,8 +291,10 @@ def match_itpo(args: Args, models: tuple, gamma: float, reward_scale: float) -> 
     one costs at least ITPO's; n is interpolated between the last two and timed once more (the reported ratio)."""
     actor, critic, world, reward = models
     knob = MATCHED[args.planner]
-    make_env = make_eval_env_fn(args.env_id, args.dataset_id, verbose=False)
-    obs = np.stack([make_env().reset(seed=args.eval_seed + i)[0] for i in range(args.episodes)]).astype(np.float32)
+    envs = [make_eval_env_fn(args.env_id, args.dataset_id, verbose=False)() for _ in range(args.episodes)]
+    obs = np.stack([env.reset(seed=args.eval_seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    for env in envs:
+        env.close()
     m, e = args.match_itpo
     itpo_args = itpo_eval.Args(
         env_id=args.env_id, dataset_id=args.dataset_id, seed=args.seed, horizon=args.horizon, particles=m,

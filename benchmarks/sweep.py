@@ -73,7 +73,7 @@ STAGE_ENTRY = {  # stage -> (module, entry point); each entry point takes the mo
 }
 PLANNER_PARAMETER = {"mppi": "temperature", "shooting": "step_size"}  # the one parameter each planner tunes
 PLANNER_GRID = {"mppi": "temperature_grid", "shooting": "shooting_step_grid"}  # ... and the flag of its grid
-MATCHED_KNOB = {"mppi": "samples", "shooting": "particles"}  # what --match-planners chooses per planner
+MATCHED_KNOB = {"mppi": "samples", "shooting": "particles"}  # plan_eval.MATCHED (the driver imports no torch)
 WORLD_MODEL_STAGE = {"ddpm": "dynamics", "meanflow": "meanflow"}
 
 # Budgets of each preset; every one is also a flag that overrides it. 0 steps per episode = the env's limit.
@@ -883,10 +883,9 @@ class Sweep:
             kwargs.update(particles=b["particles"], shooting_steps=b["inner_steps"], step_size=value)
         if match is not None:  # the matched budget's node: it times the planner against ITPO, evaluates nothing
             kwargs.update(match_itpo=(b["particles"], b["inner_steps"]), match_only=True, baseline=False)
-            del kwargs["samples" if planner == "mppi" else "particles"]
-            kwargs.pop("temperature" if planner == "mppi" else "step_size")
+            del kwargs[MATCHED_KNOB[planner]], kwargs[PLANNER_PARAMETER[planner]]
         elif self.args.match_planners and not tdmpc2:
-            knob = "samples" if planner == "mppi" else "particles"
+            knob = MATCHED_KNOB[planner]
             kwargs[knob] = self.match_record(env_id, seed, planner)["match"][knob]
         return kwargs
 
