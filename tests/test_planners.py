@@ -114,14 +114,25 @@ def test_match_itpo_chooses_the_rollouts_at_itpos_cost(pipeline, monkeypatch, pl
     assert real[planner]["returns"] == same[planner]["returns"]  # matching leaves no trace in the episodes
 
 
-def test_step_ms_times_each_agent(pipeline):
-    args = plan_args(pipeline, planner="shooting", particles=2)
-    actor, critic, world, reward, _ = plan_eval.load_models(args)
-    obs = np.zeros((2, 11), np.float32)
-    agents = {n: plan_eval.Planner(actor, critic, world, reward, plan_eval.replace(args, particles=n), 0.99)
-              for n in (1, 64)}  # fmt: skip
-    ms = plan_eval.step_ms(agents, obs, rounds=2, steps=3)
-    assert set(ms) == {1, 64} and 0 < ms[1] < ms[64]
+def test_step_ms_keeps_each_agents_fastest_round(monkeypatch):
+    """step_ms warms each agent up once, then interleaves the rounds and keeps each agent's fastest (fake clock:
+    agent "a" costs 1 ms a call, "b" 4 ms, and every call of round 2 is 10 ms slower, as on a busy machine)."""
+    clock, calls = [0.0], {"a": 0, "b": 0}
+
+    def agent(name, ms):
+        def step(obs, alive):
+            calls[name] += 1
+            slow = 10.0 if 1 + 3 <= calls[name] <= 1 + 6 else 0.0  # round 2 of 3 steps, after the warm-up call
+            clock[0] += (ms + slow) / 1e3
+            return np.zeros((len(obs), 3), np.float32)
+
+        return step
+
+    monkeypatch.setattr(plan_eval.time, "perf_counter", lambda: clock[0])
+    agents = {"a": agent("a", 1.0), "b": agent("b", 4.0)}
+    ms = plan_eval.step_ms(agents, np.zeros((2, 11), np.float32), rounds=3, steps=3)
+    assert calls == {"a": 1 + 3 * 3, "b": 1 + 3 * 3}
+    assert ms == pytest.approx({"a": 1.0, "b": 4.0})
 
 
 @pytest.mark.parametrize(
