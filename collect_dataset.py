@@ -202,12 +202,15 @@ class Args:
     """device for SAC"""
     ant_timesteps: int = 300_000
     """AntMaze: SAC steps of the goal-reaching ant (Minari's: 30M on 16 envs; 300k: 25 min on 2 idle cores, 40 busy)"""
+    behaviour_policy: str | None = None
+    """AntMaze: a goal-reaching ant saved by an earlier run (its SB3 SAC .zip) to collect with instead of training
+    one; its success per maze and the datasets are made from it"""
     ant_envs: int = 4
     """AntMaze: parallel envs of the ant's SAC, one gradient step per step of all of them (steps are cheap,
     updates are not)"""
     action_noise: float = 0.2
     """AntMaze: std of the Gaussian noise added to the ant's actions while collecting (D4RL's and Minari's 0.2)"""
-    antmaze_eval_episodes: int = 10
+    antmaze_eval_episodes: int = 20
     """AntMaze: episodes from the start to the goal cell per maze that measure the behaviour's success rate"""
 
     def __post_init__(self):
@@ -229,6 +232,14 @@ class Args:
             f"({self.snapshot_every}): the last snapshot is the final (expert) policy",
         )
         require_device(self)
+        require(
+            self.behaviour_policy is None or os.path.isfile(self.behaviour_policy),
+            f"--behaviour-policy {self.behaviour_policy}: no such file (an SB3 SAC .zip saved by collect_dataset.py)",
+        )
+        require(
+            self.behaviour_policy is None or self.env.startswith("antmaze"),
+            "--behaviour-policy: only the AntMaze sets take a given ant (--env antmaze...)",
+        )
 
 
 def snapshot_callback(args: Args, work: str, progress: dict, writer, evaluate, total: int, stop=None):
@@ -352,8 +363,10 @@ def flipped(observation: np.ndarray) -> bool:
 class GoalReachAnt(gym.Wrapper):
     """Ant-v5 on an open floor chasing goals 0.5–6 m away in random directions; a goal reached (within
     GOAL_RADIUS) is replaced at once. Reward: progress_weight × the torso's velocity towards the goal + Ant-v5's
-    survival reward and control and contact costs + goal_bonus per goal. The same ant as AntMaze's (whose
-    observation is Ant-v5's without x, y), without walls to learn around: walls are the planner's job."""
+    survival reward and control and contact costs + goal_bonus per goal. An ant that flips over terminates
+    (Ant-v5 would let it lie on its back, still "healthy", until the time limit: an episode that teaches
+    nothing, and the survival reward it loses is the penalty). The same ant as AntMaze's (whose observation
+    is Ant-v5's without x, y), without walls to learn around: walls are the planner's job."""
 
     def __init__(self, max_episode_steps: int = 500, progress_weight: float = 4.0, goal_bonus: float = 10.0):
         super().__init__(
@@ -382,7 +395,8 @@ class GoalReachAnt(gym.Wrapper):
         distance = np.linalg.norm(to_goal)
         towards = np.array([info["x_velocity"], info["y_velocity"]]) @ to_goal / max(distance, 1e-8)
         reward = self.progress_weight * towards + info["reward_survive"] + info["reward_ctrl"] + info["reward_contact"]
-        info["success"] = bool(distance <= GOAL_RADIUS)
+        info["success"], info["flipped"] = bool(distance <= GOAL_RADIUS), flipped(obs[2:])
+        terminated = terminated or info["flipped"]
         if info["success"]:
             reward += self.goal_bonus
             self.goal = self._new_goal(obs[:2])
@@ -390,8 +404,10 @@ class GoalReachAnt(gym.Wrapper):
 
 
 def evaluate_goal_ant(model, args: Args, step: int) -> dict:
-    """The deterministic ant on the open floor: goals reached per 500-step episode and the shaped return."""
-    env, goals, returns = GoalReachAnt(), [], []
+    """The deterministic ant on the open floor: goals reached per 500-step episode, the shaped return and the
+    fraction of episodes that end flipped over; and the behaviour's success in the umaze (start to goal, action
+    noise as collected, `eval_episodes` episodes): the figure the ant is trained for."""
+    env, goals, returns, flips = GoalReachAnt(), [], [], 0
     for i in range(args.eval_episodes):
         obs, _ = env.reset(seed=10_000 + 100 * i + step)
         done, n, ret = False, 0, 0.0
@@ -400,8 +416,15 @@ def evaluate_goal_ant(model, args: Args, step: int) -> dict:
             n, ret, done = n + info["success"], ret + r, term or trunc
         goals.append(n)
         returns.append(ret)
+        flips += info["flipped"]
     env.close()
-    return {"return": float(np.mean(returns)), "goals": float(np.mean(goals))}
+    umaze = behaviour_success_rate(model, "umaze", args, args.action_noise, args.eval_episodes, seed=step)
+    return {
+        "return": float(np.mean(returns)),
+        "goals": float(np.mean(goals)),
+        "flipped": flips / args.eval_episodes,
+        "umaze_success": umaze,
+    }
 
 
 class WaypointPlanner:
@@ -452,13 +475,13 @@ def goal_reaching_action(model, planner: WaypointPlanner, obs: dict, noise: floa
     return np.clip(action + noise * rng.standard_normal(action.shape), -1.0, 1.0).astype(np.float32)
 
 
-def behaviour_success_rate(model, size: str, args: Args, noise: float) -> float:
+def behaviour_success_rate(model, size: str, args: Args, noise: float, episodes: int, seed: int = 0) -> float:
     """Success rate of the behaviour on the evaluation task: the start cell to the goal cell within the
-    episode limit of the evaluation maze."""
+    episode limit of the evaluation maze, over `episodes` episodes."""
     env = make_env(f"antmaze-{ANTMAZE_SETS[size][0]}", flatten=False)
-    rng, successes = np.random.default_rng(args.seed), 0
-    for i in range(args.antmaze_eval_episodes):
-        obs, _ = env.reset(seed=args.seed + 20_000 + i)
+    rng, successes = np.random.default_rng(args.seed + seed), 0
+    for i in range(episodes):
+        obs, _ = env.reset(seed=args.seed + seed + 20_000 + i)
         planner = WaypointPlanner(env.unwrapped.maze)
         for _ in range(env.spec.max_episode_steps):
             obs, _, _, _, info = env.step(goal_reaching_action(model, planner, obs, noise, rng))
@@ -466,7 +489,7 @@ def behaviour_success_rate(model, size: str, args: Args, noise: float) -> float:
                 successes += 1
                 break
     env.close()
-    return successes / args.antmaze_eval_episodes
+    return successes / episodes
 
 
 def collect_antmaze_dataset(kind: str, model, args: Args, seed: int) -> tuple[list[dict], dict]:
@@ -570,42 +593,54 @@ def collect_antmaze(args: Args, stop: StopOnSignal) -> None:
         f"--ant-timesteps ({args.ant_timesteps}) must be a multiple of --snapshot-every ({args.snapshot_every}), "
         f"and that a multiple of --ant-envs ({args.ant_envs})",
     )
-    work = os.path.join(args.work_dir, "antmaze", f"seed{args.seed}")
+    given = args.behaviour_policy
+    # a given ant's measurements and datasets are kept apart from those of the ant this seed trains
+    work = os.path.join(args.work_dir, "antmaze", f"given_{os.path.basename(given)}" if given else f"seed{args.seed}")
     os.makedirs(work, exist_ok=True)
     writer = SummaryWriter(os.path.join(work, "runs"))  # this run's own logs, beside its snapshots
     progress_file = os.path.join(work, "progress.json")
     progress = _read_progress(progress_file)
     t0 = time.time()
 
-    # 1. The goal-reaching ant: SAC on the open floor, a few envs, one update per step of all of them.
-    envs = make_vec_env(GoalReachAnt, n_envs=args.ant_envs, seed=args.seed)
-    model = train_sac(
-        envs,
-        args.ant_timesteps,
-        args,
-        work,
-        progress,
-        writer,
-        lambda m, step: evaluate_goal_ant(m, args, step),
-        stop,
-        gamma=0.98,
-    )
-    if stop:
-        stop.exit("collect", f"the ant's SAC snapshot at step {progress['step']}", resume_flag=None)
-    final = progress["snapshots"][-1]
-    print(
-        f"[collect] goal-reaching ant: {final['step']} SAC steps ({args.ant_envs} envs) in "
-        f"{progress['sac_seconds'] / 60:.1f} min; {final['goals']:.1f} goals per 500 steps on the open floor"
-    )
+    # 1. The goal-reaching ant: SAC on the open floor, a few envs, one update per step of all of them; or the
+    # ant given by --behaviour-policy (as D4RL ships its behaviour policies), which skips the training.
+    if given:
+        from stable_baselines3 import SAC
+
+        model = SAC.load(given, device=args.device)
+        final = {"step": model.num_timesteps, "path": given}
+        print(f"[collect] goal-reaching ant: {given} ({final['step']} SAC steps), not trained here")
+    else:
+        envs = make_vec_env(GoalReachAnt, n_envs=args.ant_envs, seed=args.seed)
+        model = train_sac(
+            envs,
+            args.ant_timesteps,
+            args,
+            work,
+            progress,
+            writer,
+            lambda m, step: evaluate_goal_ant(m, args, step),
+            stop,
+            gamma=0.98,
+        )
+        if stop:
+            stop.exit("collect", f"the ant's SAC snapshot at step {progress['step']}", resume_flag=None)
+        final = progress["snapshots"][-1]
+        print(
+            f"[collect] goal-reaching ant: {final['step']} SAC steps ({args.ant_envs} envs) in "
+            f"{progress['sac_seconds'] / 60:.1f} min; {final['goals']:.1f} goals per 500 steps on the open floor, "
+            f"{final['flipped']:.0%} of its episodes flipped, {final['umaze_success']:.0%} umaze successes"
+        )
 
     # 2. Per maze: the behaviour's success rate on the evaluation task, then the datasets.
     behaviour, stats = progress.setdefault("behaviour", {}), progress.setdefault("datasets", {})
     for size in sizes:
         if size not in behaviour:
+            n = args.antmaze_eval_episodes
             behaviour[size] = {
-                "episodes": args.antmaze_eval_episodes,
-                "success_rate": behaviour_success_rate(model, size, args, args.action_noise),
-                "success_rate_without_noise": behaviour_success_rate(model, size, args, 0.0),
+                "episodes": n,
+                "success_rate": behaviour_success_rate(model, size, args, args.action_noise, n),
+                "success_rate_without_noise": behaviour_success_rate(model, size, args, 0.0, n),
             }
             _write_json(progress_file, progress)
         print(f"[collect] behaviour in the {size} evaluation maze (start to goal): {behaviour[size]}")

@@ -66,6 +66,20 @@ def test_policy_observation_is_the_goal_in_the_heading_frame():
     assert not cd.flipped(obs) and cd.flipped(np.r_[0, 0, 1, 0, 0, np.zeros(22)])  # 180° about x
 
 
+@pytest.mark.parametrize("upside_down", [False, True])
+def test_the_goal_reaching_ant_terminates_when_it_flips(upside_down):
+    """Placed on its back at a height Ant-v5 calls healthy, the training ant's episode ends (and only then)."""
+    env = cd.GoalReachAnt()
+    env.reset(seed=0)
+    ant = env.unwrapped
+    qpos = ant.init_qpos.copy()
+    qpos[2], qpos[3:7] = 0.55, [0, 1, 0, 0] if upside_down else [1, 0, 0, 0]  # 180° about x, or upright
+    ant.set_state(qpos, np.zeros_like(ant.init_qvel))
+    _, _, terminated, _, info = env.step(np.zeros(8, np.float32))
+    assert terminated == info["flipped"] == upside_down
+    env.close()
+
+
 class StandStill:
     """A stand-in for the SB3 ant: zero torques."""
 
@@ -309,3 +323,28 @@ def test_itpo_runs_on_the_local_set_and_reports_both_success_rates(local_sets, c
     ours = common.describe_env(common.make_env("antmaze-umaze"))
     assert summary["itpo"]["env"] == summary["rebrac"]["env"] == ckpt["eval_env"] == ours
     assert summary["itpo"]["lengths"] == [30, 30]
+
+
+def test_collect_builds_the_sets_from_a_given_ant_without_training(tmp_path, monkeypatch, capsys):
+    """--behaviour-policy: a saved SB3 ant (tiny, untrained) drives the collection; no SAC step is taken."""
+    from stable_baselines3 import SAC
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    ant = SAC("MlpPolicy", cd.GoalReachAnt(), policy_kwargs={"net_arch": [8]}, seed=0, device="cpu")
+    ant.save(tmp_path / "ant.zip")
+    args = cd.Args(
+        env="antmaze-umaze",
+        behaviour_policy=str(tmp_path / "ant.zip"),
+        transitions=120,
+        antmaze_eval_episodes=1,
+        work_dir=str(tmp_path / "collect"),
+    )
+    cd.main(args)
+    out = capsys.readouterr().out
+    assert "ant.zip (0 SAC steps), not trained here" in out and "resuming SAC" not in out
+    for kind in ("umaze", "umaze-diverse"):
+        assert minari.load_dataset(f"local/antmaze/{kind}-v0").total_steps == 120
+    work = tmp_path / "collect/antmaze/given_ant.zip"
+    assert sorted(p.name for p in work.iterdir() if p.suffix == ".zip") == []  # nothing trained, nothing saved
+    assert set(json.load(open(work / "progress.json"))["behaviour"]) == {"umaze"}

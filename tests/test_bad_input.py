@@ -53,6 +53,8 @@ def test_collect_command_makes_the_dataset_it_is_named_for():
         (lambda: cd.Args(total_timesteps=100, snapshot_every=200), "must be a multiple of --snapshot-every"),
         (lambda: cd.Args(total_timesteps=300, snapshot_every=200), "must be a multiple of --snapshot-every"),
         (lambda: cd.Args(transitions=0), "--transitions must be a positive number"),  # empty datasets, exit 0
+        (lambda: cd.Args(env="antmaze", behaviour_policy="no/ant.zip"), "--behaviour-policy no/ant.zip: no such file"),
+        (lambda: cd.Args(behaviour_policy=__file__), "--behaviour-policy: only the AntMaze sets take a given ant"),
     ],
 )
 def test_bad_flags_are_refused_at_parse_time(make, expected):
