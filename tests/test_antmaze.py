@@ -301,6 +301,8 @@ def test_local_sets_carry_our_eval_env_and_minaris_structure(local_sets):
         assert ep.infos["success"].shape == (len(ep.actions) + 1,)
     progress = json.load(open(local_sets["work"] / "collect/antmaze/seed0/progress.json"))
     assert progress["step"] == 200 and set(progress["behaviour"]) == {"umaze"}
+    snapshot = progress["snapshots"][-1]  # what each snapshot measures of the ant
+    assert {"goals", "flipped", "umaze_success"} <= set(snapshot) and 0 <= snapshot["umaze_success"] <= 1
     assert set(progress["datasets"]) == {"umaze", "umaze-diverse"}
     # flattened as gymnasium's FlattenObservation flattens the env's dict observation
     data, make_eval_env, _ = common.load_dataset("antmaze-umaze", verbose=False)
