@@ -16,9 +16,11 @@ hidden staging folder and moved into place only when complete. `common.load_data
 
     python collect_dataset.py --env antmaze          # umaze, umaze-diverse, medium-play, medium-diverse
     python collect_dataset.py --env antmaze-umaze    # only the umaze sets (-medium, -large likewise)
+    python collect_dataset.py --env antmaze --train-ant --snapshot-every 40000   # train the ant first (~70 core-min)
 
-AntMaze the way D4RL and Minari made theirs: a goal-reaching ant (SB3 SAC on an open floor with random
-nearby goals; input = the 27-d ant observation + the goal vector in the torso's heading frame) driven
+AntMaze the way D4RL and Minari made theirs, with the goal-reaching ant this repository ships in `data/`
+(or one trained with `--train-ant`: SB3 SAC on an open floor with random nearby goals; input = the 27-d
+ant observation + the goal vector in the torso's heading frame), driven
 through the evaluation maze by a waypoint planner (BFS over the maze's cells), with Gaussian action
 noise 0.2. `umaze` = the evaluation goal from the start cell; `diverse` = a new random goal cell after
 each success (random start cells); `play` = goals from a short hand-picked list. Episodes are cut at
@@ -200,11 +202,14 @@ class Args:
     """Minari datasets root (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)"""
     device: str = "cpu"
     """device for SAC"""
-    ant_timesteps: int = 300_000
-    """AntMaze: SAC steps of the goal-reaching ant (Minari's: 30M on 16 envs; 300k: 25 min on 2 idle cores, 40 busy)"""
+    ant_timesteps: int = 1_200_000
+    """AntMaze, --train-ant: SAC steps of the goal-reaching ant (the shipped one's: 1.2M, 68 min on one core;
+    Minari's: 30M on 16 envs)"""
     behaviour_policy: str | None = None
-    """AntMaze: a goal-reaching ant saved by an earlier run (its SB3 SAC .zip) to collect with instead of training
-    one; its success per maze and the datasets are made from it"""
+    """AntMaze: the goal-reaching ant to collect with, an SB3 SAC .zip (default: the one this repository ships,
+    data/antmaze_goal_ant.zip); its success per maze and the datasets are made from it"""
+    train_ant: bool = False
+    """AntMaze: train the goal-reaching ant from scratch (--ant-timesteps SAC steps, resumable) instead"""
     ant_envs: int = 4
     """AntMaze: parallel envs of the ant's SAC, one gradient step per step of all of them (steps are cheap,
     updates are not)"""
@@ -237,8 +242,12 @@ class Args:
             f"--behaviour-policy {self.behaviour_policy}: no such file (an SB3 SAC .zip saved by collect_dataset.py)",
         )
         require(
-            self.behaviour_policy is None or self.env.startswith("antmaze"),
-            "--behaviour-policy: only the AntMaze sets take a given ant (--env antmaze...)",
+            (self.behaviour_policy is None and not self.train_ant) or self.env.startswith("antmaze"),
+            "--behaviour-policy, --train-ant: only the AntMaze sets use an ant (--env antmaze...)",
+        )
+        require(
+            self.behaviour_policy is None or not self.train_ant,
+            "--train-ant trains the ant that --behaviour-policy would give: drop one",
         )
 
 
@@ -339,6 +348,8 @@ PLAY_GOALS = {
     "large": [(1, 1), (1, 10), (3, 5), (5, 4), (7, 1), (7, 9)],
 }
 GOAL_RADIUS = 0.45  # gymnasium-robotics' success distance
+# The goal-reaching ant this repository ships (as D4RL ships its behaviour policies): `--train-ant` remakes one.
+SHIPPED_ANT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "antmaze_goal_ant.zip")
 MAX_GOAL_DISTANCE = 6.0  # the ant trains on goals up to 6 m away; farther ones are seen at 6 m
 
 
@@ -593,7 +604,11 @@ def collect_antmaze(args: Args, stop: StopOnSignal) -> None:
         f"--ant-timesteps ({args.ant_timesteps}) must be a multiple of --snapshot-every ({args.snapshot_every}), "
         f"and that a multiple of --ant-envs ({args.ant_envs})",
     )
-    given = args.behaviour_policy
+    given = None if args.train_ant else args.behaviour_policy or SHIPPED_ANT
+    require(
+        given is None or os.path.isfile(given),
+        f"the shipped ant {given} is missing: restore it (git checkout -- data), or train one with --train-ant",
+    )
     # a given ant's measurements and datasets are kept apart from those of the ant this seed trains
     work = os.path.join(args.work_dir, "antmaze", f"given_{os.path.basename(given)}" if given else f"seed{args.seed}")
     os.makedirs(work, exist_ok=True)

@@ -84,6 +84,7 @@ PRESETS = {
         "rebrac_eval_every": 10,
         "rebrac_eval_episodes": 2,
         "rebrac_hidden_dim": 32,
+        "rebrac_compile": False,  # seconds of training: compiling would take longer
         "dynamics_steps": 30,
         "reward_steps": 30,
         "meanflow_steps": 30,
@@ -116,6 +117,11 @@ PRESETS = {
         "rebrac_eval_every": 12_500,
         "rebrac_eval_episodes": 10,
         "rebrac_hidden_dim": 256,
+        # torch.compile of the update: 1.2× steady on an Intel Xeon core, 1.02× on a Zen 4, repaid after
+        # 500–1600 updates; its curve on hopper-medium-replay seed 0 lies within seeds 0–2's spread
+        # (results/speed/rebrac_compiled_curve_zen4.txt). The rows of results/ were trained eager:
+        # --rebrac-compile False reproduces them bit for bit.
+        "rebrac_compile": True,
         "dynamics_steps": 50_000,
         "reward_steps": 30_000,
         "meanflow_steps": 30_000,
@@ -147,6 +153,7 @@ PRESETS = {
         "rebrac_eval_every": 50_000,
         "rebrac_eval_episodes": 10,
         "rebrac_hidden_dim": 256,
+        "rebrac_compile": True,  # CUDA graphs on a GPU: launch overhead decides a 3×256 update there
         "dynamics_steps": 200_000,
         "reward_steps": 100_000,
         "meanflow_steps": 200_000,
@@ -195,13 +202,16 @@ CURVE_FIELDS = {
     "dynamics_curve": ("dynamics", "dynamics_steps", "wm_eval_every"),
     "meanflow_curve": ("meanflow", "meanflow_steps", "meanflow_eval_every"),
 }
-BUDGET_FIELDS = tuple(k for k in PRESETS["cpu"] if k not in CURVE_FIELDS)
+SWITCH_FIELDS = ("rebrac_compile",)  # booleans of the preset table, beside its integer budgets
+BUDGET_FIELDS = tuple(k for k in PRESETS["cpu"] if k not in CURVE_FIELDS and k not in SWITCH_FIELDS)
 
 # What each stage costs, measured on this project's 2-core AMD EPYC machines (fp32, one thread per stage,
 # two stages at once): the basis of the wall-time estimate printed at start. Other machines differ: the
 # estimate says what the preset asks for, not what your machine will take.
 RATES = {
-    "rebrac_updates_per_s": {256: 50.0, 1024: 17.0},  # batch -> updates/s (256: 1.12× since 075b4fc)
+    # batch -> updates/s, eager (256: 1.12× since 075b4fc); compiled (the cpu preset's) 1.02× on these
+    # machines, 1.11–1.20× on the project's two Intel Xeons (80.9 eager at 256 there): not counted here
+    "rebrac_updates_per_s": {256: 50.0, 1024: 17.0},
     "dynamics_steps_per_s": 125.0,  # DDPM, K = 10, batch 256
     "reward_steps_per_s": 300.0,
     "meanflow_steps_per_s": 60.0,  # JVP: about 2× a DDPM step
@@ -313,6 +323,9 @@ class Args:
     """episodes of each ReBRAC evaluation"""
     rebrac_hidden_dim: int | None = None
     """width of ReBRAC's actor and critics"""
+    rebrac_compile: bool | None = None
+    """torch.compile ReBRAC's update (None: the preset's, True in cpu and paper); False trains eager, as the
+    committed rows were"""
     dynamics_steps: int | None = None
     """DDPM world model gradient steps"""
     reward_steps: int | None = None
@@ -705,6 +718,7 @@ class Sweep:
                 total_updates=b["rebrac_updates"],
                 batch_size=b["rebrac_batch_size"],
                 hidden_dim=b["rebrac_hidden_dim"],
+                compile=b["rebrac_compile"],
                 eval_every=b["rebrac_eval_every"],
                 eval_episodes=b["rebrac_eval_episodes"],
                 checkpoint_every=b["rebrac_eval_every"],

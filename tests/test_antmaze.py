@@ -263,6 +263,7 @@ def local_sets(tmp_path_factory):
     os.environ["MINARI_DATASETS_PATH"] = str(work / "datasets")
     args = cd.Args(
         env="antmaze-umaze",
+        train_ant=True,
         ant_timesteps=200,
         ant_envs=2,
         snapshot_every=100,
@@ -350,3 +351,14 @@ def test_collect_builds_the_sets_from_a_given_ant_without_training(tmp_path, mon
     work = tmp_path / "collect/antmaze/given_ant.zip"
     assert sorted(p.name for p in work.iterdir() if p.suffix == ".zip") == []  # nothing trained, nothing saved
     assert set(json.load(open(work / "progress.json"))["behaviour"]) == {"umaze"}
+
+
+def test_the_shipped_ant_reaches_the_umaze_goal(tmp_path, monkeypatch, capsys):
+    """By default the sets are collected with the ant in data/ (no training); without noise it walks from the
+    umaze start to the goal (an untrained ant does not: test_collect_builds_the_sets_from_a_given_ant...)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    cd.main(cd.Args(env="antmaze-umaze", transitions=100, antmaze_eval_episodes=2, work_dir=str(tmp_path / "c")))
+    assert "antmaze_goal_ant.zip (" in capsys.readouterr().out
+    progress = json.load(open(tmp_path / "c/antmaze/given_antmaze_goal_ant.zip/progress.json"))
+    assert progress["behaviour"]["umaze"]["success_rate_without_noise"] > 0

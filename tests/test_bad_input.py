@@ -54,7 +54,8 @@ def test_collect_command_makes_the_dataset_it_is_named_for():
         (lambda: cd.Args(total_timesteps=300, snapshot_every=200), "must be a multiple of --snapshot-every"),
         (lambda: cd.Args(transitions=0), "--transitions must be a positive number"),  # empty datasets, exit 0
         (lambda: cd.Args(env="antmaze", behaviour_policy="no/ant.zip"), "--behaviour-policy no/ant.zip: no such file"),
-        (lambda: cd.Args(behaviour_policy=__file__), "--behaviour-policy: only the AntMaze sets take a given ant"),
+        (lambda: cd.Args(behaviour_policy=__file__), "--behaviour-policy, --train-ant: only the AntMaze sets"),
+        (lambda: cd.Args(env="antmaze", behaviour_policy=__file__, train_ant=True), "--train-ant trains the ant"),
     ],
 )
 def test_bad_flags_are_refused_at_parse_time(make, expected):
@@ -191,3 +192,9 @@ def test_itpo_on_a_cpu_says_what_a_large_m_and_compile_cost(pipeline, capsys, mo
     assert "[itpo] note: M=257 on a CPU: about 30 ms per env step" in out and "try --particles 32 to 256" in out
     assert "[itpo] note: --compile on a CPU compiles for minutes" in out
     assert "[itpo] on " in out and "thread(s)" in out  # the start line names the device
+
+
+def test_a_missing_shipped_ant_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(cd, "SHIPPED_ANT", str(tmp_path / "data/antmaze_goal_ant.zip"))
+    message = exit_message(lambda: cd.main(cd.Args(env="antmaze-umaze", work_dir=str(tmp_path / "c"))))
+    assert "the shipped ant" in message and "is missing" in message and "--train-ant" in message

@@ -293,6 +293,11 @@ def test_presets_and_overrides():
     assert s.snapshot_every("hopper-medium", "rebrac") == 25_000
     assert s.snapshot_every("hopper-medium", "dynamics") == 5_000
     assert s.snapshot_every("hopper-medium", "reward") == 0
+    # ReBRAC's update is compiled in the cpu preset, not in smoke, and a flag turns it off (the eager rows)
+    assert s.stage_kwargs("hopper-medium", 0, "rebrac")["compile"] is True
+    for preset, flag, compiled in (("cpu", False, False), ("smoke", None, False), ("paper", None, True)):
+        args = sweep.Args(preset=preset, env_ids=["hopper-medium"], rebrac_compile=flag)
+        assert sweep.Sweep(args, *sweep.resolve(args)).stage_kwargs("hopper-medium", 0, "rebrac")["compile"] is compiled
 
 
 def test_an_environment_gets_its_own_world_model_budgets(capsys):
