@@ -276,6 +276,7 @@ def load_points(out: str, env_id: str) -> dict[str, dict]:
             entry = by_name.setdefault(
                 rec["point"]["name"], {"point": rec["point"], "ms": [], "gflop": [], "scores": {}}
             )
+            entry["base"] = entry.get("base", False) or rec["rebrac"] is not None  # the grid's first point
             entry["ms"].append(rec["ms_per_env_step"])
             entry["gflop"].append(rec["flops_per_env_step"] / 1e9)
             entry["scores"].update(scores)
@@ -294,6 +295,7 @@ def frontier_rows(points: dict[str, dict]) -> list[dict]:
             {
                 "name": name,
                 "point": e["point"],
+                "base": e["base"],
                 "ms": float(np.mean(e["ms"])),
                 "gflop": float(np.mean(e["gflop"])),
                 "score": bootstrap_ci(list(e["scores"].values())),
@@ -322,6 +324,18 @@ def config(point: dict) -> str:
     return f"{k}H{point['H']} M{point['M']} E{point['E']}"
 
 
+def short_label(point: dict, base: dict | None) -> str:
+    """What an ITPO-DDPM point changes from the base point's configuration; the others' own budget."""
+    if point["method"] == "mppi":
+        return f"I{point['I']}×N{point['N']}"
+    if point["method"] == "shooting":
+        return f"E{point['E']}"
+    if point["method"] != "itpo-ddpm":
+        return f"M{point['M']}"
+    parts, ref = config(point).split(), config(base).split() if base else []
+    return " ".join(p for p, b in zip(parts, ref) if p != b) if ref and parts != ref else "base"
+
+
 def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
     import matplotlib
 
@@ -329,29 +343,49 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     front = pareto(rows)
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for method, (label, colour) in METHODS.items():
-        mine = [r for r in rows if r["point"]["method"] == method and r["diff"] is not None]
-        if not mine:
-            continue
-        ms = [r["ms"] for r in mine]
-        d = np.array([r["diff"] for r in mine])
-        ax.errorbar(
-            ms, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], fmt="o", color=colour, label=label, capsize=3
-        )
-        for r in mine:
-            ax.annotate(
-                config(r["point"]), (r["ms"], r["diff"][0]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+    # Two panels on shared axes, so that the labels stay apart: ITPO-DDPM along its axes (left), and MeanFlow
+    # and the planners beside ITPO-DDPM's base point (right). Each label names what differs from the base.
+    base = next((r for r in rows if r["base"]), None)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharex=True, sharey=True)
+    panels = (["itpo-ddpm"], ["itpo-meanflow", "itpo-meanflow-untilted", "mppi", "shooting"])
+    for ax, methods in zip(axes, panels):
+        for method in methods:
+            label, colour = METHODS[method]
+            mine = [r for r in rows if r["point"]["method"] == method and r["diff"] is not None]
+            if not mine:
+                continue
+            d = np.array([r["diff"] for r in mine])
+            ms = [r["ms"] for r in mine]
+            ax.errorbar(ms, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], fmt="o", color=colour, label=label)
+            if method.startswith("itpo-meanflow"):  # the M axis as a line: tilted against untilted at equal M
+                along = sorted(mine, key=lambda r: r["point"]["M"])
+                ax.plot([r["ms"] for r in along], [r["diff"][0] for r in along], color=colour, lw=0.8)
+            for r in mine:
+                ax.annotate(
+                    short_label(r["point"], base and base["point"]),
+                    (r["ms"], r["diff"][0]),
+                    fontsize=8,
+                    xytext=(4, 2),
+                    textcoords="offset points",
+                    color=colour,
+                )
+        if ax is axes[1] and base is not None:
+            label = f"{METHODS[base['point']['method']][0]} {config(base['point'])} (base)"
+            ax.plot(base["ms"], base["diff"][0], "*", ms=12, color=METHODS[base["point"]["method"]][1], label=label)
+        if front:
+            ax.plot(
+                [r["ms"] for r in front], [r["diff"][0] for r in front], "k--", lw=1, label="Pareto front (all points)"
             )
-    if front:
-        ax.plot([r["ms"] for r in front], [r["diff"][0] for r in front], "k--", lw=1, label="Pareto front")
-    ax.axhline(0, color="gray", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("ms per env step (log scale)")
-    ax.set_ylabel("paired Δ over ReBRAC (normalised score)")
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("ms per env step (log scale)")
+        ax.legend(fontsize=8, loc="lower left")
+    axes[0].set_ylabel("paired Δ over ReBRAC (normalised score)")
+    where = f" from {config(base['point'])}" if base else ""
+    axes[0].set_title(f"ITPO-DDPM: each label names what differs{where}", fontsize=10)
+    axes[1].set_title("MeanFlow along M (tilted, untilted) and the planners", fontsize=10)
     seeds = sorted({s for r in rows for s in r["seeds"]})
-    ax.set_title(f"{env_id}: what each millisecond buys (seeds {seeds}, 95 % intervals)")
-    ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{env_id}: what each millisecond buys (seeds {seeds}, 95 % intervals)")
     fig.tight_layout()
     fig.savefig(os.path.join(out, f"frontier_{env_id}.png"), dpi=120)
     plt.close(fig)
