@@ -14,7 +14,8 @@ the first point, and every point is paired against it. α (and the planners' τ 
 the values tuned at the preset's point (the sweep's summaries record them).
 
 Resumable: one JSON per point under `<out>/<env-id>_seed<S>/` (a point whose settings and checkpoints are on
-record is not run again). Each run of the tool then draws every seed found under `<out>` for its dataset:
+record is not run again; one on record with others stops the tool: a grid is of one set of models). Each run
+of the tool then draws every seed found under `<out>` for its dataset:
 
     <out>/frontier_<env-id>.png   x: ms per env step (log), y: paired Δ with its 95 % interval, one colour per
                                   method, the Pareto front over all points dashed
@@ -239,6 +240,14 @@ def evaluate_point(args: Args, point: dict, baseline: bool) -> dict:
             old = json.load(f)
         if old.get("key") == key:
             return old
+        # whether the point was run with ReBRAC beside it may differ (another base point); anything else would
+        # silently replace a result of other models or settings, and mix them into one frontier
+        loose = lambda k: {**k, "settings": {**k["settings"], "baseline": None}}  # noqa: E731
+        if "key" not in old or loose(old["key"]) != loose(key):
+            sys.exit(
+                f"error: {path} holds this point run with other settings or checkpoints: give another --out, "
+                "or move that folder away to rerun the grid on these"
+            )
     summary = module.main(run)
     which = "itpo" if point["method"].startswith("itpo") else point["method"]
     record = {
@@ -332,8 +341,10 @@ def short_label(point: dict, base: dict | None) -> str:
         return f"E{point['E']}"
     if point["method"] != "itpo-ddpm":
         return f"M{point['M']}"
-    parts, ref = config(point).split(), config(base).split() if base else []
-    return " ".join(p for p, b in zip(parts, ref) if p != b) if ref and parts != ref else "base"
+    if base is None:
+        return config(point)
+    parts, ref = config(point).split(), config(base).split()
+    return " ".join(p for p, b in zip(parts, ref) if p != b) or "base"
 
 
 def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:

@@ -117,8 +117,8 @@ PRESETS = {
         "rebrac_eval_every": 12_500,
         "rebrac_eval_episodes": 10,
         "rebrac_hidden_dim": 256,
-        # torch.compile of the update: 1.2× steady on an Intel Xeon core, 1.02× on a Zen 4, repaid after
-        # 500–1600 updates; its curve on hopper-medium-replay seed 0 lies within seeds 0–2's spread
+        # torch.compile of the update: 1.11–1.20× steady on the two Intel Xeons, 1.02× on a Zen 4, repaid
+        # after 0.5k–8.8k updates; its curve on hopper-medium-replay seed 0 lies within seeds 0–2's spread
         # (results/speed/rebrac_compiled_curve_zen4.txt). The rows of results/ were trained eager:
         # --rebrac-compile False reproduces them bit for bit.
         "rebrac_compile": True,

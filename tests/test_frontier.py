@@ -47,6 +47,10 @@ def test_two_points_then_a_third_resumed_from_their_json(pipeline, tmp_path):
     assert (tmp_path / f"frontier_{pipeline['env_id']}.png").stat().st_size > 0
     table = (tmp_path / f"frontier_{pipeline['env_id']}.md").read_text()
     assert "| ITPO-DDPM | K3 H2 M8 E1 |" in table and "Best Δ" in table
+    # the same points with another α would replace results of other settings: refused in one line
+    with pytest.raises(SystemExit, match="holds this point run with other settings or checkpoints"):
+        frontier.main(tiny(pipeline, tmp_path, step_size=1e-3))
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json") if p.name in stamps} == stamps
 
 
 @pytest.mark.parametrize(
