@@ -14,9 +14,11 @@ Reads every `<root>/summaries/*.json` (one per dataset, seed and world model), `
                          then the planners beside ITPO on the same models and episodes, the budget
                          curves and every α's tuning scores
     differences.png      the paired differences per dataset and the aggregate IQMs, with intervals
-    budget_curves.png    per dataset: ReBRAC's score and ITPO's paired Δ against ReBRAC's updates, and
-                         ITPO's Δ against the world model's held-out one-step RMSE
-    training_curves.png  ReBRAC's evaluation score and the models' held-out RMSE against steps
+    budget_curves_<env>.png    per environment (hopper, walker2d, ...), per dataset: ReBRAC's score and
+                         ITPO's paired Δ against ReBRAC's updates, and ITPO's Δ against the world
+                         model's held-out one-step RMSE
+    training_curves_<env>.png  per environment: ReBRAC's evaluation score and the models' held-out RMSE
+                         against steps
     summaries/, curves/, planners/  copies of the summary JSONs, budget-curve points, planner summaries
     histories/           the training histories, as JSON (a report without the checkpoints still draws them)
 
@@ -417,6 +419,11 @@ def aggregate_matrices(runs: dict) -> tuple[dict[str, np.ndarray], list[str], li
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
+def environment(env_id: str) -> str:
+    """hopper-medium-replay -> hopper: the table's groups and the figures' files."""
+    return env_id.split("-", 1)[0]
+
+
 def fmt(ci: tuple[float, float, float] | None, sign: bool = False) -> str:
     if ci is None:
         return "—"
@@ -495,7 +502,9 @@ def write_table(
         "| ms/step DDPM | ms/step MeanFlow | seeds | paper ReBRAC | paper ITPO |"
     )
     out.append("|" + "---|" * 13)
-    for r in rows:  # sorted by name: grouped by environment
+    for i, r in enumerate(rows):  # sorted by name: grouped by environment, each group under its name
+        if i == 0 or environment(r["env_id"]) != environment(rows[i - 1]["env_id"]):
+            out.append(f"| **{environment(r['env_id'])}** |" + " |" * 12)
         ms = [f"{r['ms'][wm]:.1f}" if wm in r["ms"] else "—" for wm in WORLD_MODELS]
         paper = [f"{v:.1f}" for v in PAPER_TABLE1.get(r["env_id"], ())] or ["—", "—"]
         out.append(
@@ -507,9 +516,19 @@ def write_table(
     for wm in WORLD_MODELS:
         gains = [r["diff"][wm][0] for r in rows if wm in r["diff"]]
         if gains:
+            per_env = {}
+            for r in rows:
+                if wm in r["diff"]:
+                    per_env.setdefault(environment(r["env_id"]), []).append(r["diff"][wm][0])
             out.append(
                 f"\nMean Δ {NAMES[wm]} over these {len(gains)} dataset(s): {np.mean(gains):+.1f} "
-                f"(the paper's mean gain: {PAPER_MEAN_GAIN:+.1f} over its 18, 85.33 against 81.53)."
+                f"(the paper's mean gain: {PAPER_MEAN_GAIN:+.1f} over its 18, 85.33 against 81.53)"
+                + (
+                    "; per environment: " + ", ".join(f"{e} {np.mean(g):+.1f} ({len(g)})" for e, g in per_env.items())
+                    if len(per_env) > 1
+                    else ""
+                )
+                + "."
             )
     out += [
         "",
@@ -700,7 +719,12 @@ def plot_budget_curves(path: str, curves: list[dict]) -> None:
                 ax.set_xscale("log")
                 ax.legend(fontsize=7)
                 # ticks at 1, 2, 5 × 10^k, written plainly; no labels on the minor ticks (they crowd)
-                ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+                steps = sorted({r["step"] for r in mine if r["vary"] == "rebrac"})
+                ax.xaxis.set_major_locator(  # ReBRAC's axis: a tick at each curve point (25k has none of 1-2-5)
+                    matplotlib.ticker.FixedLocator(steps)
+                    if ax is left
+                    else matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0))
+                )
                 ax.xaxis.set_major_formatter(
                     matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x >= 1000 else f"{x:g}")
                 )
@@ -836,9 +860,8 @@ def main(args: Args) -> dict:
     try:
         write_table(
             os.path.join(staging, "table.md"),
-            # relative to the repository: the table names no machine's paths
-            os.path.relpath(os.path.abspath(args.root), REPO)
-            + "".join(f"` + `{os.path.relpath(os.path.abspath(f), REPO)}" for f in args.include),
+            # relative to the repository (the table names no machine's paths), each folder once
+            "` + `".join(dict.fromkeys(os.path.relpath(os.path.abspath(f), REPO) for f in [args.root, *args.include])),
             rows,
             iqm,
             n_runs,
@@ -852,8 +875,19 @@ def main(args: Args) -> dict:
             rebrac_evaluation_rows(histories, runs),
         )
         plot_differences(os.path.join(staging, "differences.png"), rows, iqm)
-        plot_budget_curves(os.path.join(staging, "budget_curves.png"), points)
-        plot_training_curves(os.path.join(staging, "training_curves.png"), histories)
+        figures = ["differences.png"]
+        for env in sorted({environment(e) for e in runs}):  # one figure of each kind per environment
+            figures += [f"budget_curves_{env}.png", f"training_curves_{env}.png"]
+            plot_budget_curves(
+                os.path.join(staging, figures[-2]), [p for p in points if environment(p["env_id"]) == env]
+            )
+            plot_training_curves(
+                os.path.join(staging, figures[-1]),
+                {
+                    stage: {r: h for r, h in by_run.items() if environment(r[0]) == env}
+                    for stage, by_run in histories.items()
+                },
+            )
         os.makedirs(os.path.join(staging, "histories"))
         for stage, by_run in histories.items():
             for (env_id, seed), history in by_run.items():
@@ -882,13 +916,14 @@ def main(args: Args) -> dict:
                 os.makedirs(os.path.join(args.out, folder), exist_ok=True)
             for name in sorted(os.listdir(os.path.join(staging, folder))):
                 os.replace(os.path.join(staging, folder, name), os.path.join(args.out, folder, name))
-        for name in ("table.md", "differences.png", "budget_curves.png", "training_curves.png"):
+        for name in ["table.md", *figures]:
             os.replace(os.path.join(staging, name), os.path.join(args.out, name))
+        for path in glob.glob(os.path.join(args.out, "*_curves*.png")):  # this script's figures of a grid it
+            if os.path.basename(path) not in figures:  # no longer draws (or of its one-figure layout) are stale
+                os.remove(path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(
-        f"[report] {len(rows)} dataset(s) -> {os.path.join(args.out, 'table.md')}, differences.png, training_curves.png"
-    )
+    print(f"[report] {len(rows)} dataset(s) -> {os.path.join(args.out, 'table.md')}, " + ", ".join(figures))
     return {
         "rows": rows,
         "iqm": iqm,

@@ -145,8 +145,8 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
     assert tuning["itpo"]["lengths"] and max(tuning["itpo"]["lengths"]) <= 10  # tuning episodes are cut
     results = root / "results"
     assert (results / "table.md").exists() and (results / "differences.png").stat().st_size > 0
-    assert (results / "training_curves.png").stat().st_size > 0
-    assert (results / "budget_curves.png").stat().st_size > 0
+    assert (results / "training_curves_hopper.png").stat().st_size > 0
+    assert (results / "budget_curves_hopper.png").stat().st_size > 0
     assert len(list((results / "summaries").glob("*.json"))) == 2
     assert len(list((results / "curves").glob("*.json"))) == 4
     table = (results / "table.md").read_text()
@@ -471,8 +471,18 @@ def test_report_on_hand_made_summaries(tmp_path):
     assert "| 95.8 | 103.1 |" in table  # the paper's hopper-medium-replay row, for orientation
     mean_ddpm = np.mean([r["diff"]["ddpm"][0] for r in rows.values()])
     assert f"Mean Δ ITPO-DDPM over these 2 dataset(s): {mean_ddpm:+.1f}" in table
-    for name in ("differences.png", "training_curves.png"):
-        assert (tmp_path / "results" / name).stat().st_size > 0
+    by_env = ", ".join(f"{e.split('-')[0]} {rows[e]['diff']['ddpm'][0]:+.1f} (1)" for e in sorted(rows))
+    assert f"per environment: {by_env}." in table
+    lines = table.splitlines()  # the table in groups, each under its environment's name
+    hopper, walker = lines.index("| **hopper** |" + " |" * 12), lines.index("| **walker2d** |" + " |" * 12)
+    assert lines[hopper + 1].startswith("| hopper-medium-replay |") and lines[walker + 1].startswith(
+        "| walker2d-medium |"
+    )
+    figures = {p.name for p in (tmp_path / "results").glob("*.png")}  # one of each kind per environment
+    assert figures == {"differences.png"} | {
+        f"{k}_curves_{e}.png" for k in ("budget", "training") for e in ("hopper", "walker2d")
+    }
+    assert all((tmp_path / "results" / name).stat().st_size > 0 for name in figures)
     assert len(list((tmp_path / "results" / "summaries").glob("*.json"))) == 10
 
 
