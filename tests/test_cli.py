@@ -23,6 +23,7 @@ SCRIPTS = {  # script -> a flag its --help must document
     "plan_eval.py": "--policy-samples",
     "benchmarks/world_model_speed.py": "--compile-too",
     "benchmarks/rebrac_speed.py": "--updates",
+    "benchmarks/corl_jax_speed.py": "--corl",
     "benchmarks/rebrac_budget.py": "--eval-samples",
     "benchmarks/sweep.py": "--preset",
     "benchmarks/report.py": "--root",
@@ -167,6 +168,19 @@ def test_every_stage_runs_from_its_command_line(pipeline):
     lines = result.stdout.splitlines()
     assert "first hour at which" in result.stdout and "batch 16 fp32:  updates" in result.stdout, result.stdout
     assert lines[-2].startswith("batch 8 fp32") and lines[-2].split()[-1] != "–", result.stdout  # reached at once
+
+
+def test_corl_jax_speed_needs_a_corl_checkout(tmp_path):
+    """Without CORL's rebrac.py at --corl (or with bad sizes) a one-line error, before JAX is imported."""
+    line = one_line_error(run("benchmarks/corl_jax_speed.py", "--corl", str(tmp_path)))
+    assert "no algorithms/offline/rebrac.py" in line and "clone https://github.com/tinkoff-ai/CORL" in line, line
+    script = tmp_path / "algorithms" / "offline" / "rebrac.py"
+    script.parent.mkdir(parents=True)
+    script.write_text("")
+    line = one_line_error(run("benchmarks/corl_jax_speed.py", "--corl", str(tmp_path), "--batch-sizes", "0"))
+    assert "--batch-sizes must be positive" in line, line
+    line = one_line_error(run("benchmarks/corl_jax_speed.py", "--corl", str(script), "--updates", "0"))
+    assert "--updates" in line, line
 
 
 def test_collect_dataset_runs_from_its_command_line(tmp_path):
