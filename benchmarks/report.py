@@ -644,7 +644,8 @@ def plot_differences(path: str, rows: list[dict], iqm: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2, 1]})
+    width = max(12.0, 4.0 + 0.75 * len(rows))  # 15 datasets' labels need room
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(width, 5.0), gridspec_kw={"width_ratios": [2, 1]})
     x = np.arange(len(rows))
     for k, wm in enumerate(WORLD_MODELS):
         pts = [(i, r["diff"][wm]) for i, r in enumerate(rows) if wm in r["diff"]]
@@ -655,7 +656,10 @@ def plot_differences(path: str, rows: list[dict], iqm: dict) -> None:
         err = np.array([[p[1][0] - p[1][1] for p in pts], [p[1][2] - p[1][0] for p in pts]])
         ax1.errorbar(xs, m, yerr=err, fmt="o", capsize=4, color=COLORS[wm], label=NAMES[wm])
     ax1.axhline(0, color="grey", lw=1)
-    ax1.set_xticks(x, [r["env_id"] for r in rows], rotation=20, ha="right")
+    for i in range(1, len(rows)):  # a line between environments: the rows come grouped
+        if environment(rows[i]["env_id"]) != environment(rows[i - 1]["env_id"]):
+            ax1.axvline(i - 0.5, color="lightgrey", lw=1)
+    ax1.set_xticks(x, [r["env_id"] for r in rows], rotation=35, ha="right")
     ax1.set_ylabel("ITPO − ReBRAC (normalised score)")
     ax1.set_title("Paired difference per dataset (95 % bootstrap interval)")
     if ax1.get_legend_handles_labels()[0]:  # no paired difference (no baseline): no legend to draw

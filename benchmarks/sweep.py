@@ -1240,7 +1240,16 @@ def main(args: Args) -> dict:
         flush=True,
     )
     sweep = Sweep(args, budgets, pairs, root)
-    sweep.run()
+    try:
+        sweep.run()
+    except KeyboardInterrupt:  # Ctrl-C: what finished is on disk; one line, not Ray's traceback
+        stopped = [n.label for n in sweep.nodes.values() if n.status == "running"]
+        done = sum(n.status in ("done", "skipped") for n in sweep.nodes.values())
+        sys.exit(
+            f"error: sweep interrupted: {done} stage(s) done or on record are kept under {root}; stopped "
+            f"{len(stopped)} in flight ({', '.join(stopped) or 'none'}): rerun the same command to resume "
+            "(training stages continue from their last checkpoint, evaluations start over)"
+        )
     wall = time.time() - t0
     failed = [n for n in sweep.nodes.values() if n.status == "failed"]
     print(f"\n[sweep] wall time {wall:.0f}s ({wall / 3600:.2f} h)")

@@ -218,6 +218,22 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
     assert "tilted by ReBRAC at update 20, but this sweep's ReBRAC trains to 30: delete it" in next(failure).read_text()
 
 
+def test_ctrl_c_stops_the_sweep_in_one_line(monkeypatch, tmp_path, capsys):
+    """Ctrl-C while stages run: one line naming what stopped and how to resume, not Ray's traceback."""
+
+    def interrupted(self):
+        next(iter(self.nodes.values())).status = "running"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep.Sweep, "run", interrupted)
+    args = sweep.Args(preset="smoke", env_ids=["hopper-medium-replay"], root=str(tmp_path), report=False)
+    with pytest.raises(SystemExit) as err:
+        sweep.main(args)
+    message = str(err.value.code)
+    assert message.startswith("error: sweep interrupted") and "\n" not in message, message
+    assert "stopped 1 in flight (hopper-medium-replay" in message and "rerun the same command" in message
+
+
 def test_overlapping_tuning_and_evaluation_seeds_are_refused():
     base = {"preset": "smoke", "env_ids": ["hopper-medium-replay"]}  # smoke: 2 tuning and 2 evaluation episodes
     sweep.resolve(sweep.Args(**base, eval_seed=1000, tune_seed=1002))  # 1000..1001 vs 1002..1003: disjoint
