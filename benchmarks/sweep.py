@@ -303,9 +303,9 @@ class Args:
     by side (plan_eval --match-itpo); --no-match-planners: the preset's mppi_samples and ITPO's M"""
     temperature_grid: list[float] = field(default_factory=lambda: [0.05, 0.5, 5.0, 50.0])
     """MPPI's τ to choose from on the tuning seeds, like α (one value: fixed; TD-MPC2's is 0.5)"""
-    shooting_step_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0])
+    shooting_step_grid: list[float] = field(default_factory=lambda: [0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
     """gradient shooting's step sizes to choose from on the tuning seeds (one value: fixed); ∇_a Ĵ is about 0.7
-    per action element on hopper-medium-replay, so these move a first action by about 0.007 to 0.7"""
+    per action element on hopper-medium-replay, so these move a first action by about 0.002 to 0.7"""
     tdmpc2_runs: list[str] = field(default_factory=list)
     """(dataset, seed) pairs of the grid, as env_id:seed, where MPPI also runs at TD-MPC2's own budget
     (I 6, N 512, N_π 24, k 64, τ 0.5) with MeanFlow, e.g. hopper-medium-replay:0"""
