@@ -922,9 +922,10 @@ def main(args: Args) -> dict:
                 os.replace(os.path.join(staging, folder, name), os.path.join(args.out, folder, name))
         for name in ["table.md", *figures]:
             os.replace(os.path.join(staging, name), os.path.join(args.out, name))
-        for path in glob.glob(os.path.join(args.out, "*_curves*.png")):  # this script's figures of a grid it
-            if os.path.basename(path) not in figures:  # no longer draws (or of its one-figure layout) are stale
-                os.remove(path)
+        for kind in ("budget_curves", "training_curves"):  # this script's figures of an environment it no
+            for path in glob.glob(os.path.join(args.out, f"{kind}*.png")):  # longer draws (or of its one-figure
+                if os.path.basename(path) not in figures:  # layout) are stale
+                    os.remove(path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"[report] {len(rows)} dataset(s) -> {os.path.join(args.out, 'table.md')}, " + ", ".join(figures))
