@@ -23,6 +23,7 @@ from functools import partial
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import rebrac  # noqa: E402
 from common import load_dataset, parse_env_id, require, require_positive  # noqa: E402
 
 CORL_SCRIPT = os.path.join("algorithms", "offline", "rebrac.py")
@@ -148,8 +149,6 @@ def time_corl(corl, replay: dict, batch_size: int, updates: int, epochs: int) ->
 
 def main(args: Args) -> dict:
     corl = import_corl(args.corl)
-    import rebrac
-
     data, _, _ = load_dataset(args.env_id)
     ours = {k: v.numpy() for k, v in rebrac.make_replay(data, 1.0, "cpu").items()}
     names = {"obs": "states", "next_obs": "next_states"}  # CORL's keys

@@ -514,12 +514,12 @@ def write_table(
             f"{r['alpha'].get('meanflow', '—')} | {ms[0]} | {ms[1]} | {len(r['seeds'])} | {paper[0]} | {paper[1]} |"
         )
     for wm in WORLD_MODELS:
-        gains = [r["diff"][wm][0] for r in rows if wm in r["diff"]]
+        per_env = {}
+        for r in rows:
+            if wm in r["diff"]:
+                per_env.setdefault(environment(r["env_id"]), []).append(r["diff"][wm][0])
+        gains = [g for by_env in per_env.values() for g in by_env]
         if gains:
-            per_env = {}
-            for r in rows:
-                if wm in r["diff"]:
-                    per_env.setdefault(environment(r["env_id"]), []).append(r["diff"][wm][0])
             out.append(
                 f"\nMean Δ {NAMES[wm]} over these {len(gains)} dataset(s): {np.mean(gains):+.1f} "
                 f"(the paper's mean gain: {PAPER_MEAN_GAIN:+.1f} over its 18, 85.33 against 81.53)"
@@ -718,12 +718,12 @@ def plot_budget_curves(path: str, curves: list[dict]) -> None:
             ax.axhline(0, color="grey", lw=1)
         left.set(title=f"{env_id}: ReBRAC's budget", xlabel="ReBRAC updates", ylabel="normalised score / Δ")
         right.set(title=f"{env_id}: world model's accuracy", xlabel="held-out one-step RMSE", ylabel="Δ ITPO − ReBRAC")
+        steps = sorted({r["step"] for r in mine if r["vary"] == "rebrac"})
         for ax in row:
             if ax.get_legend_handles_labels()[0]:  # points to draw on a log axis
                 ax.set_xscale("log")
                 ax.legend(fontsize=7)
                 # ticks at 1, 2, 5 × 10^k, written plainly; no labels on the minor ticks (they crowd)
-                steps = sorted({r["step"] for r in mine if r["vary"] == "rebrac"})
                 ax.xaxis.set_major_locator(  # ReBRAC's axis: a tick at each curve point (25k has none of 1-2-5)
                     matplotlib.ticker.FixedLocator(steps)
                     if ax is left

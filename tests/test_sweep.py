@@ -218,7 +218,7 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
     assert "tilted by ReBRAC at update 20, but this sweep's ReBRAC trains to 30: delete it" in next(failure).read_text()
 
 
-def test_ctrl_c_stops_the_sweep_in_one_line(monkeypatch, tmp_path, capsys):
+def test_ctrl_c_stops_the_sweep_in_one_line(monkeypatch, tmp_path):
     """Ctrl-C while stages run: one line naming what stopped and how to resume, not Ray's traceback."""
 
     def interrupted(self):
