@@ -50,9 +50,9 @@ WORLD_MODELS = ("ddpm", "meanflow")
 ALGOS = ("rebrac", "ddpm", "meanflow")
 NAMES = {"rebrac": "ReBRAC", "ddpm": "ITPO-DDPM", "meanflow": "ITPO-MeanFlow"}
 COLORS = {"rebrac": "tab:gray", "ddpm": "tab:blue", "meanflow": "tab:orange"}
-# The paper's Table 1 (ICML version; D4RL's datasets, 1M ReBRAC updates, ten seeds): (ReBRAC, ITPO) per
-# dataset, for orientation only: this project's datasets are made locally the D4RL way, not D4RL's.
-PAPER_TABLE1 = {
+# The paper's Tables 1 (MuJoCo) and 3 (AntMaze), ICML version (D4RL's datasets, 1M ReBRAC updates, ten seeds):
+# (ReBRAC, ITPO) per dataset, for orientation only: this project's datasets are made locally the D4RL way.
+PAPER_SCORES = {
     "halfcheetah-medium": (65.87, 70.05),
     "halfcheetah-expert": (105.22, 106.14),
     "halfcheetah-medium-expert": (100.29, 105.35),
@@ -68,8 +68,15 @@ PAPER_TABLE1 = {
     "walker2d-medium-expert": (111.81, 115.76),
     "walker2d-medium-replay": (80.67, 95.87),
     "walker2d-full-replay": (100.16, 105.76),
+    "antmaze-umaze": (99.0, 99.0),
+    "antmaze-umaze-diverse": (89.0, 90.0),
+    "antmaze-medium-play": (86.7, 94.4),
+    "antmaze-medium-diverse": (83.0, 94.0),
+    "antmaze-large-play": (59.0, 67.0),
+    "antmaze-large-diverse": (51.0, 66.0),
 }
-PAPER_MEAN_GAIN = 85.33 - 81.53  # its average over 18 datasets (random ones included)
+# its mean gains: MuJoCo over 18 datasets (random ones included), AntMaze over 6
+PAPER_MEAN_GAIN = {"mujoco": ("18 MuJoCo", 81.53, 85.33), "antmaze": ("6 AntMaze", 77.62, 85.07)}
 
 
 @dataclass
@@ -419,6 +426,13 @@ def aggregate_matrices(runs: dict) -> tuple[dict[str, np.ndarray], list[str], li
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
+def paper_gains(per_env: dict) -> str:
+    """The paper's mean gain over each family of environments in `per_env` (MuJoCo, AntMaze)."""
+    families = dict.fromkeys("antmaze" if e == "antmaze" else "mujoco" for e in per_env)
+    gains = [PAPER_MEAN_GAIN[f] for f in families]
+    return "; ".join(f"{new - old:+.1f} over its {what}, {new:.2f} against {old:.2f}" for what, old, new in gains)
+
+
 def environment(env_id: str) -> str:
     """hopper-medium-replay -> hopper: the table's groups and the figures' files."""
     return env_id.split("-", 1)[0]
@@ -506,7 +520,7 @@ def write_table(
         if i == 0 or environment(r["env_id"]) != environment(rows[i - 1]["env_id"]):
             out.append(f"| **{environment(r['env_id'])}** |" + " |" * 12)
         ms = [f"{r['ms'][wm]:.1f}" if wm in r["ms"] else "—" for wm in WORLD_MODELS]
-        paper = [f"{v:.1f}" for v in PAPER_TABLE1.get(r["env_id"], ())] or ["—", "—"]
+        paper = [f"{v:.1f}" for v in PAPER_SCORES.get(r["env_id"], ())] or ["—", "—"]
         out.append(
             f"| {r['env_id']} | {fmt(r['score'].get('rebrac'))} | {fmt(r['score'].get('ddpm'))} | "
             f"{fmt(r['score'].get('meanflow'))} | {fmt(r['diff'].get('ddpm'), True)} | "
@@ -522,7 +536,7 @@ def write_table(
         if gains:
             out.append(
                 f"\nMean Δ {NAMES[wm]} over these {len(gains)} dataset(s): {np.mean(gains):+.1f} "
-                f"(the paper's mean gain: {PAPER_MEAN_GAIN:+.1f} over its 18, 85.33 against 81.53)"
+                f"(the paper's mean gain: {paper_gains(per_env)})"
                 + (
                     "; per environment: " + ", ".join(f"{e} {np.mean(g):+.1f} ({len(g)})" for e, g in per_env.items())
                     if len(per_env) > 1
@@ -532,7 +546,7 @@ def write_table(
             )
     out += [
         "",
-        "The paper's columns (its Table 1: D4RL's datasets, 1M ReBRAC updates, ten seeds) are for "
+        "The paper's columns (its Tables 1 and 3: D4RL's datasets, 1M ReBRAC updates, ten seeds) are for "
         "orientation only: these datasets are made locally the D4RL way (`collect_dataset.py`) from weaker "
         "behaviour policies, so the scores do not compare.",
     ]

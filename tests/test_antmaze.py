@@ -362,3 +362,9 @@ def test_the_shipped_ant_reaches_the_umaze_goal(tmp_path, monkeypatch, capsys):
     assert "antmaze_goal_ant.zip (" in capsys.readouterr().out
     progress = json.load(open(tmp_path / "c/antmaze/given_antmaze_goal_ant.zip/progress.json"))
     assert progress["behaviour"]["umaze"]["success_rate_without_noise"] > 0
+
+
+def test_antmaze_sets_default_to_d4rls_size():
+    """An AntMaze set holds D4RL's 1M transitions unless --transitions says otherwise; MuJoCo's sets 100k each."""
+    assert cd.Args(env="antmaze").transitions == cd.Args(env="antmaze-large").transitions == 1_000_000
+    assert cd.Args(env="hopper").transitions == 100_000 and cd.Args(env="antmaze", transitions=500).transitions == 500
