@@ -182,17 +182,23 @@ PRESETS = {
 # per-env code paths; a flag given on the command line overrides it for every environment). walker2d and
 # halfcheetah: the DDPM's held-out RMSE was still falling at 100k steps on walker2d-medium-replay (1.52;
 # hopper's 0.1 came at 50k), so their DDPM trains to 200k with curve points up to it; provisional until
-# those points show where Δ stops rising (README: Results).
+# those points show where Δ stops rising (README: Results). AntMaze's score is a success rate, a coin per
+# episode: 10 episodes say little, so its rows take 50 (the paper preset CORL's 100) and its tuning 10.
 ENV_BUDGETS = {
     "smoke": {"walker2d": {"dynamics_steps": 45, "dynamics_curve": [15, 30, 45]}},
     "cpu": {
-        env: {"dynamics_steps": 200_000, "dynamics_curve": [5_000, 15_000, 50_000, 100_000, 200_000]}
-        for env in ("walker2d", "halfcheetah")
+        **{
+            env: {"dynamics_steps": 200_000, "dynamics_curve": [5_000, 15_000, 50_000, 100_000, 200_000]}
+            for env in ("walker2d", "halfcheetah")
+        },
+        "antmaze": {"episodes": 50, "tune_episodes": 10},
     },
-    "paper": {},
+    "paper": {"antmaze": {"episodes": 100, "tune_episodes": 10}},
 }
+# what a row of ENV_BUDGETS may set: the world models' budgets and the number of episodes
 ENV_BUDGET_FIELDS = ("dynamics_steps", "meanflow_steps", "wm_eval_every", "meanflow_eval_every")
-ENV_BUDGET_FIELDS += ("dynamics_curve", "meanflow_curve")  # the world models' budgets only
+ENV_BUDGET_FIELDS += ("dynamics_curve", "meanflow_curve", "episodes", "tune_episodes")
+assert all(set(row) <= set(ENV_BUDGET_FIELDS) for rows in ENV_BUDGETS.values() for row in rows.values())
 
 # Budget curves: ITPO is paired against ReBRAC at each step of `rebrac_curve` (with the final world and
 # reward models), and run with the world model's snapshot at each step of its curve (with the final
@@ -460,14 +466,15 @@ def validate(args: Args, budgets: dict, pairs: list[tuple[str, int]]) -> str:
         sys.exit(f"error: --alpha-grid needs finite step sizes ≥ 0, not {args.alpha_grid}")
     grids = {"mppi": args.temperature_grid, "shooting": args.shooting_step_grid}
     if args.step_size is None or any(len(set(grids[p])) > 1 for p in args.planners):  # something is tuned
-        tune = set(range(args.tune_seed, args.tune_seed + budgets["tune_episodes"]))
-        evaluation = set(range(args.eval_seed, args.eval_seed + budgets["episodes"]))
-        if tune & evaluation:
-            sys.exit(
-                f"error: the α-tuning seeds {args.tune_seed}..{args.tune_seed + budgets['tune_episodes'] - 1} overlap "
-                f"the evaluation seeds {args.eval_seed}..{args.eval_seed + budgets['episodes'] - 1}; α must be chosen "
-                f"on other episodes than those reported: move --tune-seed or --eval-seed"
-            )
+        for env_id in dict.fromkeys(e for e, _ in pairs):  # each environment's episodes (ENV_BUDGETS)
+            b = Sweep.budgets_of(budgets, env_id)
+            last_tune, last_eval = args.tune_seed + b["tune_episodes"] - 1, args.eval_seed + b["episodes"] - 1
+            if args.tune_seed <= last_eval and args.eval_seed <= last_tune:
+                sys.exit(
+                    f"error: the α-tuning seeds {args.tune_seed}..{last_tune} overlap the evaluation seeds "
+                    f"{args.eval_seed}..{last_eval} of {env_id}; α must be chosen on other episodes than those "
+                    f"reported: move --tune-seed or --eval-seed"
+                )
     if args.step_size is not None and not (math.isfinite(args.step_size) and args.step_size >= 0):
         sys.exit(f"error: --step-size must be a finite number ≥ 0, not {args.step_size}")
     return os.path.abspath(args.root or os.path.join("sweeps", args.preset))
@@ -791,8 +798,8 @@ class Sweep:
         run = {k: v for k, v in kwargs.items() if k not in ("device", "run_name")}
         return plain({name: run, "checkpoints": models, **({"alpha": alpha} if alpha is not None else {})})
 
-    def tune_seeds(self) -> list[int]:
-        return list(range(self.args.tune_seed, self.args.tune_seed + self.b["tune_episodes"]))
+    def tune_seeds(self, env_id: str) -> list[int]:
+        return list(range(self.args.tune_seed, self.args.tune_seed + self.budgets(env_id)["tune_episodes"]))
 
     def alpha_record(self, env_id: str, seed: int, wm: str) -> dict:
         return self.tuning_record(env_id, seed, f"{wm}_alpha", self.alphas, self.args.step_size)
@@ -818,7 +825,7 @@ class Sweep:
             "chosen": chosen,
             "fixed": False,
             "tuning_scores": scores,
-            "tune_seeds": self.tune_seeds(),
+            "tune_seeds": self.tune_seeds(env_id),
             "tune_max_steps": self.b["tune_max_steps"] or None,
             "grid": grid,
         }

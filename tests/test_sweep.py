@@ -337,6 +337,23 @@ def test_an_environment_gets_its_own_world_model_budgets(capsys):
         sweep.resolve(sweep.Args(preset="smoke", runs=["walker2d-medium-replay:0"], dynamics_steps=40))
 
 
+def test_antmaze_rows_take_more_episodes():
+    """AntMaze's score is a coin per episode: its row of the preset's table gives its runs 50 evaluation and 10
+    tuning episodes where MuJoCo's keep 10 and 5; the overlap check sees its longer range; a flag sets both."""
+    args = sweep.Args(preset="cpu", runs=["hopper-medium:0", "antmaze-umaze:0"], root="x")
+    s = sweep.Sweep(args, *sweep.resolve(args))
+    for env_id, n, n_tune in (("hopper-medium", 10, 5), ("antmaze-umaze", 50, 10)):
+        paths = s.model_paths(env_id, 0, "ddpm")
+        assert [s.run_kwargs(env_id, 0, "ddpm", t, paths, "x")["episodes"] for t in (False, True)] == [n, n_tune]
+        assert s.tune_seeds(env_id) == list(range(2000, 2000 + n_tune))
+    sweep.resolve(sweep.Args(preset="cpu", env_ids=["hopper-medium"], tune_seed=1040))
+    with pytest.raises(SystemExit, match="overlap the evaluation seeds 1000..1049 of antmaze-umaze"):
+        sweep.resolve(sweep.Args(preset="cpu", env_ids=["hopper-medium", "antmaze-umaze"], tune_seed=1040))
+    flagged = sweep.Args(preset="cpu", runs=["hopper-medium:0", "antmaze-umaze:0"], episodes=20, root="x")
+    s = sweep.Sweep(flagged, *sweep.resolve(flagged))
+    assert {s.budgets(e)["episodes"] for e in ("hopper-medium", "antmaze-umaze")} == {20}
+
+
 def test_per_environment_budgets_reach_the_stages_checkpoints(pipeline, tmp_path):
     """Through the stage the sweep runs: smoke's walker2d row trains its DDPM to 45 steps, hopper's to 30."""
     import collect_dataset
