@@ -339,9 +339,11 @@ def test_an_environment_gets_its_own_world_model_budgets(capsys):
 
 def test_antmaze_rows_take_more_episodes():
     """AntMaze's score is a coin per episode: its row of the preset's table gives its runs 50 evaluation and 10
-    tuning episodes where MuJoCo's keep 10 and 5; the overlap check sees its longer range; a flag sets both."""
+    tuning episodes where MuJoCo's keep 10 and 5 (and its DDPM 200k steps, hopper's 50k); the overlap check
+    sees its longer range; a flag sets both."""
     args = sweep.Args(preset="cpu", runs=["hopper-medium:0", "antmaze-umaze:0"], root="x")
     s = sweep.Sweep(args, *sweep.resolve(args))
+    assert [s.stage_kwargs(e, 0, "dynamics")["total_steps"] for e, _ in s.pairs] == [50_000, 200_000]
     for env_id, n, n_tune in (("hopper-medium", 10, 5), ("antmaze-umaze", 50, 10)):
         paths = s.model_paths(env_id, 0, "ddpm")
         assert [s.run_kwargs(env_id, 0, "ddpm", t, paths, "x")["episodes"] for t in (False, True)] == [n, n_tune]
