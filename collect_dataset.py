@@ -191,7 +191,7 @@ class Args:
     """episodes per snapshot evaluation (stochastic actions)"""
     transitions: int | None = None
     """transitions in each of random, medium and expert (the replay sets are the buffer itself; default 100k),
-    and in each AntMaze dataset (default D4RL's 1M: about 10 minutes per set on one core)"""
+    and in each AntMaze dataset (default D4RL's 1M: about 17 minutes per set on one core)"""
     learning_starts: int = 5_000
     """SAC warm-up steps with random actions"""
     seed: int = 0
