@@ -675,8 +675,9 @@ def imagined_returns(
     """(Ĵ per rollout [N, M], the actions ã_j it took [N, M, H, m]): s0 [N, d], eps [N, M, H, *noise_shape];
     `actions` [N, M, H, m] replaces π_ψ(s̃_j) for j < H (the terminal value keeps π_ψ(s̃_H)).
 
-    r_ξ is multiplied by the `reward_scale` the critic was trained with (AntMaze: 100), so that the
-    imagined rewards and the terminal value Q_φ are in the same units.
+    Ĵ is in the environment's reward units: Q_φ learned on rewards × `reward_scale` (AntMaze: 100), so
+    the terminal value is divided by it. The step size α then means the same on every family (in the
+    critic's units AntMaze's ∇ψĴ was 100–400× MuJoCo's, and the grid's smallest α lost 32 points).
 
     `precision` bf16 runs only the world model f_θ under autocast — where nearly all the work is
     (H·K denoiser passes against H + 1 of π_ψ and r_ξ and one of Q_φ); its output returns to fp32
@@ -693,12 +694,12 @@ def imagined_returns(
         a = policy(params, s) if actions is None else actions[:, :, j]  # ã_j = π_ψ(s̃_j), or the plan's
         taken.append(a)
         r, done_logit = reward(s, a)  # r_ξ(s̃_j, ã_j)
-        ret = ret + gamma**j * alive * reward_scale * r
+        ret = ret + gamma**j * alive * r
         if done_logit is not None:
             alive = alive * (1 - torch.sigmoid(done_logit))
         with autocast(precision, s0.device):
             s = world.f(s, a, eps[:, :, j]).to(s0.dtype)  # s̃_{j+1} = f_θ(s̃_j, ã_j, ε_j)
-    q = critic(s, policy(params, s)).min(0).values  # min_i Q_φ,i(s̃_H, π_ψ(s̃_H))
+    q = critic(s, policy(params, s)).min(0).values / reward_scale  # min_i Q_φ,i(s̃_H, π_ψ(s̃_H)), in r's units
     return ret + gamma**horizon * alive * q, torch.stack(taken, 2)
 
 

@@ -18,8 +18,8 @@ or restored) and the step of Algorithm 1 that was just taken is scored in the re
   and under the pretrained actor, whether each falls, and the critic's error
   min_i Q_φ,i(s_t, π_ψ(s_t)) − [Σ_{j<T} γ^j r_j + γ^T min_i Q_φ,i(s_T, π_ψ(s_T))] (0 after a fall).
 
-Rewards enter Ĵ and the critic's target × the critic's reward scale, as in `imagine_rollout`; the
-T-step returns are in the env's units. The probes step the env past its time limit (Q_φ's value
+Everything is in the env's reward units, as Ĵ is in `imagine_rollout`: Q_φ (trained on rewards × the
+critic's reward scale) is divided by that scale. The probes step the env past its time limit (Q_φ's value
 does not end there either). Each probe also steps the copy with the action the episode then takes
 and checks, at the next real step, that the evaluation env arrived in exactly the same state.
 """
@@ -198,13 +198,13 @@ class GroundTruth:
             }
             s_imagined = imagined_final_states(ag.policy, before, ag.world, s0, eps)[rows]
 
-        def value(params, observations):  # min_i Q_φ,i(s, π_ψ(s)) [n]
+        def value(params, observations):  # min_i Q_φ,i(s, π_ψ(s)) [n], in the env's reward units
             with torch.no_grad():
                 s = torch.as_tensor(observations, device=like.device).to(like.dtype)
-                return ag.critic(s, ag.policy(params, s[:, None, :])[:, 0]).min(0).values.cpu().double().numpy()
+                return ag.critic(s, ag.policy(params, s[:, None, :])[:, 0]).min(0).values.cpu().double().numpy() / scale
 
         def discounted(rollout, params, steps):  # Σ_{j<steps} γ^j r_j + γ^steps min_i Q_φ,i(s_steps, ·) · alive
-            ret = (rollout["rewards"][:, :steps] * scale * gamma ** np.arange(steps)).sum(1)
+            ret = (rollout["rewards"][:, :steps] * gamma ** np.arange(steps)).sum(1)
             alive = rollout["fell_at"] >= steps
             return ret + gamma**steps * alive * value(params, rollout["observations"][:, steps])
 

@@ -308,26 +308,29 @@ def test_each_new_episode_starts_from_the_pretrained_actor(pipeline, monkeypatch
     assert not torch.equal(moved["net.0.weight"], stacked(actor, 2)["net.0.weight"])
 
 
-def test_imagined_rewards_are_in_the_critics_units():
-    """The critic of AntMaze learned on rewards × 100: Ĵ scales r_ξ by the same factor, not Q_φ."""
+def test_imagined_return_is_in_the_envs_reward_units():
+    """AntMaze's critic learned on rewards × 100, so its Q_φ is 100× the same critic's in the env's units:
+    with `reward_scale` 100, Ĵ and ∇ψĴ are those of the unscaled critic (α means the same on every family)."""
     actor, critic, world, reward = tiny_problem()
     policy = itpo_eval.batched_policy(actor)
     s0 = torch.randn(1, D, dtype=torch.float64)
     eps = torch.randn(1, 4, H, *world.noise_shape, dtype=torch.float64)
-    args = (policy, stacked(actor), critic, world, reward, s0, eps, GAMMA)
+
+    def objective_and_gradient(scale):
+        params = {k: v.clone().requires_grad_() for k, v in stacked(actor).items()}
+        objective = itpo_eval.imagine_rollout(policy, params, critic, world, reward, s0, eps, GAMMA, scale).sum()
+        return objective, torch.autograd.grad(objective, list(params.values()))
+
     with torch.no_grad():
-        critic.out.weight.zero_()
-        critic.out.bias.zero_()  # Q ≡ 0: only the rewards are left
-    torch.testing.assert_close(
-        itpo_eval.imagine_rollout(*args, reward_scale=100.0), 100 * itpo_eval.imagine_rollout(*args)
-    )
+        critic.out.bias.fill_(0.5)  # Q_φ and r_ξ of comparable size, so that neither hides the other
+    objective, gradient = objective_and_gradient(1.0)
     with torch.no_grad():
-        reward.net[-1].weight.zero_()
-        reward.net[-1].bias.zero_()  # r ≡ 0 and Q ≡ 3: the scale leaves Q alone
-        critic.out.bias.fill_(3.0)
-    torch.testing.assert_close(
-        itpo_eval.imagine_rollout(*args, reward_scale=100.0), torch.full((1,), 3.0 * GAMMA**H, dtype=torch.float64)
-    )
+        critic.out.weight.mul_(100.0)
+        critic.out.bias.mul_(100.0)  # the critic of rewards × 100
+    scaled_objective, scaled_gradient = objective_and_gradient(100.0)
+    torch.testing.assert_close(scaled_objective, objective)
+    for g, scaled_g in zip(gradient, scaled_gradient):
+        torch.testing.assert_close(scaled_g, g)
 
 
 def test_first_adam_step_is_alpha_times_the_gradient_sign(monkeypatch):
