@@ -72,9 +72,15 @@ STAGE_ENTRY = {  # stage -> (module, entry point); each entry point takes the mo
     "plan": ("plan_eval", "main"),
 }
 PLANNER_PARAMETER = {"mppi": "temperature", "shooting": "step_size"}  # the one parameter each planner tunes
-PLANNER_GRID = {"mppi": "temperature_grid", "shooting": "shooting_step_grid"}  # ... and the flag of its grid
 MATCHED_KNOB = {"mppi": "samples", "shooting": "particles"}  # plan_eval.MATCHED (the driver imports no torch)
 WORLD_MODEL_STAGE = {"ddpm": "dynamics", "meanflow": "meanflow"}
+
+# MPPI's τ, an inverse temperature on Ĵ (weights ∝ exp(τ (Ĵ − max Ĵ)), TD-MPC2's 0.5), chosen from a grid on the
+# tuning seeds like α. Ĵ is in the env's reward units, so the grid follows the rewards' scale: AntMaze's 0/1
+# rewards take the grid × 100, CORL's reward scale there (with the MuJoCo grid, τ ≤ 50 weighs umaze's samples
+# almost alike: its Ĵ spread is hundredths; README: AntMaze).
+MPPI_TEMPERATURES = [0.05, 0.5, 5.0, 50.0]
+ANTMAZE_TEMPERATURES = [100 * t for t in MPPI_TEMPERATURES]
 
 # Budgets of each preset; every one is also a flag that overrides it. 0 steps per episode = the env's limit.
 PRESETS = {
@@ -107,6 +113,7 @@ PRESETS = {
         "rebrac_curve": [10, 20],
         "dynamics_curve": [15, 30],
         "meanflow_curve": [15, 30],
+        "temperature_grid": MPPI_TEMPERATURES,
     },
     # cpu: past the thresholds measured on hopper-medium-replay (ReBRAC ≥ 100k updates at batch 256, DDPM
     # held-out RMSE ≈ 0.1 at 50k steps), fp32 at batch 256 (per core-hour the fastest to a
@@ -146,6 +153,7 @@ PRESETS = {
         "rebrac_curve": [25_000, 50_000, 100_000, 200_000],
         "dynamics_curve": [5_000, 15_000, 50_000],
         "meanflow_curve": [2_500, 10_000, 30_000],
+        "temperature_grid": MPPI_TEMPERATURES,
     },
     "paper": {
         "rebrac_updates": 1_000_000,
@@ -176,6 +184,7 @@ PRESETS = {
         "rebrac_curve": [100_000, 200_000, 500_000, 1_000_000],
         "dynamics_curve": [20_000, 50_000, 200_000],
         "meanflow_curve": [20_000, 50_000, 200_000],
+        "temperature_grid": MPPI_TEMPERATURES,
     },
 }
 # Per environment, where its curves demand other world-model budgets than the preset's (one table, no
@@ -191,13 +200,13 @@ ENV_BUDGETS = {
     "cpu": {
         "walker2d": DDPM_200K,
         "halfcheetah": DDPM_200K,
-        "antmaze": {**DDPM_200K, "episodes": 50, "tune_episodes": 10},
+        "antmaze": {**DDPM_200K, "episodes": 50, "tune_episodes": 10, "temperature_grid": ANTMAZE_TEMPERATURES},
     },
-    "paper": {"antmaze": {"episodes": 100, "tune_episodes": 10}},
+    "paper": {"antmaze": {"episodes": 100, "tune_episodes": 10, "temperature_grid": ANTMAZE_TEMPERATURES}},
 }
-# what a row of ENV_BUDGETS may set: the world models' budgets and the number of episodes
+# what a row of ENV_BUDGETS may set: the world models' budgets, the number of episodes, MPPI's τ grid
 ENV_BUDGET_FIELDS = ("dynamics_steps", "meanflow_steps", "wm_eval_every", "meanflow_eval_every")
-ENV_BUDGET_FIELDS += ("dynamics_curve", "meanflow_curve", "episodes", "tune_episodes")
+ENV_BUDGET_FIELDS += ("dynamics_curve", "meanflow_curve", "episodes", "tune_episodes", "temperature_grid")
 assert all(set(row) <= set(ENV_BUDGET_FIELDS) for rows in ENV_BUDGETS.values() for row in rows.values())
 
 # Budget curves: ITPO is paired against ReBRAC at each step of `rebrac_curve` (with the final world and
@@ -209,7 +218,8 @@ CURVE_FIELDS = {
     "meanflow_curve": ("meanflow", "meanflow_steps", "meanflow_eval_every"),
 }
 SWITCH_FIELDS = ("rebrac_compile",)  # booleans of the preset table, beside its integer budgets
-BUDGET_FIELDS = tuple(k for k in PRESETS["cpu"] if k not in CURVE_FIELDS and k not in SWITCH_FIELDS)
+GRID_FIELDS = ("temperature_grid",)  # ... and lists of candidates to tune
+BUDGET_FIELDS = tuple(k for k in PRESETS["cpu"] if k not in (*CURVE_FIELDS, *SWITCH_FIELDS, *GRID_FIELDS))
 
 # What each stage costs, measured on this project's 2-core AMD EPYC machines (fp32, one thread per stage,
 # two stages at once): the basis of the wall-time estimate printed at start. Other machines differ: the
@@ -307,8 +317,9 @@ class Args:
     match_planners: bool = True
     """choose MPPI's N and shooting's M per (dataset, seed) so that a step costs what ITPO's does, timed side
     by side (plan_eval --match-itpo); --no-match-planners: the preset's mppi_samples and ITPO's M"""
-    temperature_grid: list[float] = field(default_factory=lambda: [0.05, 0.5, 5.0, 50.0])
-    """MPPI's τ to choose from on the tuning seeds, like α (one value: fixed; TD-MPC2's is 0.5)"""
+    temperature_grid: list[float] | None = None
+    """MPPI's τ to choose from on the tuning seeds, like α (one value: fixed; TD-MPC2's is 0.5); None: the
+    preset's, 0.05 0.5 5 50 (AntMaze × 100, its rewards' scale)"""
     shooting_step_grid: list[float] = field(default_factory=lambda: [0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
     """gradient shooting's step sizes to choose from on the tuning seeds (one value: fixed); ∇_a Ĵ is about 0.7
     per action element on hopper-medium-replay, so these move a first action by about 0.002 to 0.7"""
@@ -427,6 +438,11 @@ def check_budgets(budgets: dict, where: str) -> None:
         budgets[k] = sorted(set(budgets[k]) | {budget})  # the final checkpoint is always the curve's last point
 
 
+def planner_grid(args: Args, budgets: dict, planner: str) -> list[float]:
+    """The candidates of a planner's one parameter for a dataset (`budgets`: its own, with ENV_BUDGETS' row)."""
+    return list(dict.fromkeys(budgets["temperature_grid"] if planner == "mppi" else args.shooting_step_grid))
+
+
 def validate(args: Args, budgets: dict, pairs: list[tuple[str, int]]) -> str:
     """The checks on the grid and the evaluation settings; returns the sweep's absolute root."""
     for name, value in [("seed", s) for _, s in pairs] + [("tune-seed", args.tune_seed), ("eval-seed", args.eval_seed)]:
@@ -445,8 +461,9 @@ def validate(args: Args, budgets: dict, pairs: list[tuple[str, int]]) -> str:
     if args.planners and args.planner_world_model not in args.world_models:
         wm = args.planner_world_model
         sys.exit(f"error: --planner-world-model {wm} is not in --world-models: add it or choose one there")
+    env_budgets = {env_id: Sweep.budgets_of(budgets, env_id) for env_id in dict.fromkeys(e for e, _ in pairs)}
     for flag, grid, positive in (
-        ("temperature", args.temperature_grid, True),
+        *(("temperature", b["temperature_grid"], True) for b in env_budgets.values()),
         ("shooting-step", args.shooting_step_grid, False),
     ):
         if not grid or not all(math.isfinite(v) and (v > 0 if positive else v >= 0) for v in grid):
@@ -464,10 +481,8 @@ def validate(args: Args, budgets: dict, pairs: list[tuple[str, int]]) -> str:
         not args.alpha_grid or not all(math.isfinite(a) and a >= 0 for a in args.alpha_grid)
     ):
         sys.exit(f"error: --alpha-grid needs finite step sizes ≥ 0, not {args.alpha_grid}")
-    grids = {"mppi": args.temperature_grid, "shooting": args.shooting_step_grid}
-    if args.step_size is None or any(len(set(grids[p])) > 1 for p in args.planners):  # something is tuned
-        for env_id in dict.fromkeys(e for e, _ in pairs):  # each environment's episodes (ENV_BUDGETS)
-            b = Sweep.budgets_of(budgets, env_id)
+    for env_id, b in env_budgets.items():  # each environment's episodes and grids (ENV_BUDGETS)
+        if args.step_size is None or any(len(planner_grid(args, b, p)) > 1 for p in args.planners):  # tuned
             last_tune, last_eval = args.tune_seed + b["tune_episodes"] - 1, args.eval_seed + b["episodes"] - 1
             if args.tune_seed <= last_eval and args.eval_seed <= last_tune:
                 sys.exit(
@@ -631,7 +646,7 @@ class Sweep:
             # the planners, on the planner world model's models; each tunes its one parameter like α
             models = [(env_id, seed, s) for s in ("rebrac", WORLD_MODEL_STAGE[args.planner_world_model], "reward")]
             for planner in args.planners:
-                grid = self.planner_grid(planner)
+                grid = planner_grid(args, self.budgets(env_id), planner)
                 budget = []  # the matched budget, timed before its tuning runs use it
                 if args.match_planners:
                     context = {"planner": planner, "match": True}
@@ -804,12 +819,8 @@ class Sweep:
     def alpha_record(self, env_id: str, seed: int, wm: str) -> dict:
         return self.tuning_record(env_id, seed, f"{wm}_alpha", self.alphas, self.args.step_size)
 
-    def planner_grid(self, planner: str) -> list[float]:
-        grid = self.args.temperature_grid if planner == "mppi" else self.args.shooting_step_grid
-        return list(dict.fromkeys(grid))
-
     def planner_record(self, env_id: str, seed: int, planner: str) -> dict:
-        grid = self.planner_grid(planner)
+        grid = planner_grid(self.args, self.budgets(env_id), planner)
         name = f"{planner}_{PLANNER_PARAMETER[planner]}"
         return self.tuning_record(env_id, seed, name, grid, grid[0] if len(grid) == 1 else None)
 
@@ -1231,12 +1242,12 @@ def main(args: Args) -> dict:
     for env, table in budgets["per_env"].items():
         print(f"[sweep] {env} instead: " + ", ".join(f"{k}={v}" for k, v in table.items()), flush=True)
     n_alphas = 1 if args.step_size is not None else len(args.alpha_grid)
-    tuned = {p: len(g) if len(g := set(getattr(args, PLANNER_GRID[p]))) > 1 else 0 for p in args.planners}
     tdmpc2 = set(parse_pairs(args.tdmpc2_runs, "tdmpc2_runs"))
-    per_pair = [
-        estimate_seconds(Sweep.budgets_of(budgets, e), 1, args.world_models, n_alphas, tuned, int((e, s) in tdmpc2))
-        for e, s in pairs
-    ]
+    per_pair = []
+    for e, s in pairs:
+        b = Sweep.budgets_of(budgets, e)
+        tuned = {p: len(g) if len(g := planner_grid(args, b, p)) > 1 else 0 for p in args.planners}
+        per_pair.append(estimate_seconds(b, 1, args.world_models, n_alphas, tuned, int((e, s) in tdmpc2)))
     cost = {k: sum(c[k] for c in per_pair) for k in per_pair[0]}
     cpus = args.num_cpus or os.cpu_count() or 1
     print(
