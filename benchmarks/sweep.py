@@ -91,6 +91,7 @@ PRESETS = {
         "rebrac_eval_episodes": 2,
         "rebrac_hidden_dim": 32,
         "rebrac_compile": False,  # seconds of training: compiling would take longer
+        "rebrac_precision": "fp32",
         "dynamics_steps": 30,
         "reward_steps": 30,
         "meanflow_steps": 30,
@@ -126,9 +127,13 @@ PRESETS = {
         "rebrac_hidden_dim": 256,
         # torch.compile of the update: 1.11–1.20× steady on the two Intel Xeons, 1.02× on a Zen 4, repaid
         # after 0.5k–8.8k updates; its curve on hopper-medium-replay seed 0 lies within seeds 0–2's spread
-        # (results/speed/rebrac_compiled_curve_zen4.txt). The rows of results/ were trained eager:
+        # (results/speed/rebrac_compiled_curve_zen4.txt). hopper's rows in results/ were trained eager:
         # --rebrac-compile False reproduces them bit for bit.
         "rebrac_compile": True,
+        # bf16 autocast (--rebrac-precision bf16): compiled, 1.45× the fp32 compiled update and 1.61× the eager
+        # one on the AMX Xeon, its curve on hopper-medium-replay seed 0 within seeds 0–2's spread
+        # (results/speed/rebrac_bf16_curve_xeon_amx.txt); emulated, so slower, on CPUs without bf16 units
+        "rebrac_precision": "fp32",
         "dynamics_steps": 50_000,
         "reward_steps": 30_000,
         "meanflow_steps": 30_000,
@@ -162,6 +167,7 @@ PRESETS = {
         "rebrac_eval_episodes": 10,
         "rebrac_hidden_dim": 256,
         "rebrac_compile": True,  # CUDA graphs on a GPU: launch overhead decides a 3×256 update there
+        "rebrac_precision": "fp32",
         "dynamics_steps": 200_000,
         "reward_steps": 100_000,
         "meanflow_steps": 200_000,
@@ -217,7 +223,7 @@ CURVE_FIELDS = {
     "dynamics_curve": ("dynamics", "dynamics_steps", "wm_eval_every"),
     "meanflow_curve": ("meanflow", "meanflow_steps", "meanflow_eval_every"),
 }
-SWITCH_FIELDS = ("rebrac_compile",)  # booleans of the preset table, beside its integer budgets
+SWITCH_FIELDS = ("rebrac_compile", "rebrac_precision")  # settings of the preset table, beside its integer budgets
 GRID_FIELDS = ("temperature_grid",)  # ... and lists of candidates to tune
 BUDGET_FIELDS = tuple(k for k in PRESETS["cpu"] if k not in (*CURVE_FIELDS, *SWITCH_FIELDS, *GRID_FIELDS))
 
@@ -343,6 +349,9 @@ class Args:
     rebrac_compile: bool | None = None
     """torch.compile ReBRAC's update (None: the preset's, True in cpu and paper); False trains eager, as the
     committed rows were"""
+    rebrac_precision: Literal["fp32", "bf16"] | None = None
+    """ReBRAC's forward passes in fp32 or under bf16 autocast (None: the preset's, fp32); bf16 only pays on a GPU
+    or a CPU with bf16 units (AMX, AVX512-BF16)"""
     dynamics_steps: int | None = None
     """DDPM world model gradient steps"""
     reward_steps: int | None = None
@@ -741,6 +750,7 @@ class Sweep:
                 batch_size=b["rebrac_batch_size"],
                 hidden_dim=b["rebrac_hidden_dim"],
                 compile=b["rebrac_compile"],
+                precision=b["rebrac_precision"],
                 eval_every=b["rebrac_eval_every"],
                 eval_episodes=b["rebrac_eval_episodes"],
                 checkpoint_every=b["rebrac_eval_every"],

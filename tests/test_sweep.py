@@ -314,6 +314,10 @@ def test_presets_and_overrides():
     for preset, flag, compiled in (("cpu", False, False), ("smoke", None, False), ("paper", None, True)):
         args = sweep.Args(preset=preset, env_ids=["hopper-medium"], rebrac_compile=flag)
         assert sweep.Sweep(args, *sweep.resolve(args)).stage_kwargs("hopper-medium", 0, "rebrac")["compile"] is compiled
+    # fp32 unless asked: --rebrac-precision bf16 reaches rebrac.py's --precision
+    assert s.stage_kwargs("hopper-medium", 0, "rebrac")["precision"] == "fp32"
+    args = sweep.Args(env_ids=["hopper-medium"], rebrac_precision="bf16")
+    assert sweep.Sweep(args, *sweep.resolve(args)).stage_kwargs("hopper-medium", 0, "rebrac")["precision"] == "bf16"
 
 
 def test_an_environment_gets_its_own_world_model_budgets(capsys):
