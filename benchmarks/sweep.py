@@ -347,8 +347,8 @@ class Args:
     rebrac_hidden_dim: int | None = None
     """width of ReBRAC's actor and critics"""
     rebrac_compile: bool | None = None
-    """torch.compile ReBRAC's update (None: the preset's, True in cpu and paper); False trains eager, as the
-    committed rows were"""
+    """torch.compile ReBRAC's update (None: the preset's, True in cpu and paper); False trains eager, as
+    hopper's rows in results/ were"""
     rebrac_precision: Literal["fp32", "bf16"] | None = None
     """ReBRAC's forward passes in fp32 or under bf16 autocast (None: the preset's, fp32); bf16 only pays on a GPU
     or a CPU with bf16 units (AMX, AVX512-BF16)"""

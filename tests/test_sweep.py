@@ -360,8 +360,9 @@ def test_antmaze_rows_take_more_episodes():
         for e in ("hopper-medium", "antmaze-umaze")
     }
     assert tuned == {"hopper-medium": [0.05, 0.5, 5.0, 50.0], "antmaze-umaze": [5.0, 50.0, 500.0, 5000.0]}
-    flagged = sweep.Args(preset="cpu", runs=["hopper-medium:0", "antmaze-umaze:0"], episodes=20, root="x")
-    flagged.temperature_grid = [0.5, 7.0]
+    flagged = sweep.Args(
+        preset="cpu", runs=["hopper-medium:0", "antmaze-umaze:0"], episodes=20, temperature_grid=[0.5, 7.0], root="x"
+    )
     s = sweep.Sweep(flagged, *sweep.resolve(flagged))
     assert {s.budgets(e)["episodes"] for e in ("hopper-medium", "antmaze-umaze")} == {20}
     assert {tuple(s.budgets(e)["temperature_grid"]) for e in ("hopper-medium", "antmaze-umaze")} == {(0.5, 7.0)}
