@@ -48,6 +48,7 @@ import importlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -63,6 +64,7 @@ if REPO not in sys.path:
 from common import ENV_IDS, checkpoint_path  # noqa: E402
 
 TRAIN_STAGES = ("rebrac", "dynamics", "reward", "meanflow")
+STOP_WAIT_S = 120  # how long Ctrl-C waits for the stages in flight (a ReBRAC evaluation inside its loop included)
 STAGE_ENTRY = {  # stage -> (module, entry point); each entry point takes the module's Args
     "rebrac": ("rebrac", "train"),
     "dynamics": ("train_dynamics", "main"),
@@ -559,6 +561,10 @@ def seconds(s: float) -> str:
     return f"{s:.1f}s" if s < 10 else f"{s:.0f}s"
 
 
+def raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def file_digest(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -622,6 +628,7 @@ class Sweep:
         self.args, self.b, self.pairs, self.root = args, budgets, pairs, root
         self.workdir = root  # the stages' cwd: their tensorboard logs go to <root>/runs
         self.nodes: dict[tuple, Node] = {}
+        self.late: list[str] = []  # stages that did not stop within STOP_WAIT_S of Ctrl-C
         self.alphas = [args.step_size] if args.step_size is not None else list(dict.fromkeys(args.alpha_grid))
         self.tdmpc2 = parse_pairs(args.tdmpc2_runs, "tdmpc2_runs")
         for env_id in dict.fromkeys(e for e, _ in pairs):
@@ -1199,9 +1206,30 @@ class Sweep:
                 except Exception as err:  # noqa: BLE001 - one bad result fails its node, not the sweep
                     self.fail(node, "".join(traceback.format_exception(err)))
                 self.log(node)
+        except KeyboardInterrupt:
+            self.stop_in_flight(running)
+            raise
         finally:
             if started:
                 ray.shutdown()
+
+    def stop_in_flight(self, running: dict) -> None:
+        """Ctrl-C reaches only the driver (Ray's workers sit in their own process group), and ray.shutdown()
+        kills them: so pass it on first. Ray raises it in each task as SIGINT, which the training loops'
+        StopOnSignal turns into a checkpoint at the update they are on; evaluations just stop."""
+        import ray
+
+        if not running:
+            return
+        print(
+            f"[sweep] interrupted: stopping {len(running)} stage(s) in flight at their next update, waiting up to "
+            f"{STOP_WAIT_S} s for their checkpoints (Ctrl-C again kills them)",
+            flush=True,
+        )
+        for ref in running:
+            ray.cancel(ref)
+        _, late = ray.wait(list(running), num_returns=len(running), timeout=STOP_WAIT_S)
+        self.late = [running[ref].label for ref in late]
 
     def start_ray(self) -> bool:
         """Connect to `--address` or start a local Ray; True when this sweep started it (and stops it)."""
@@ -1223,6 +1251,9 @@ class Sweep:
             # a local Ray starts its workers at nice 15 by default: beside any other job they would starve
             os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=self.args.num_cpus, include_dashboard=False, runtime_env=runtime_env)
+        # ray.init's own SIGTERM handler exits at once, leaving the stages in flight to be killed: `kill` gets
+        # what Ctrl-C gets (the handler is set after ray.init, which would replace it)
+        signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
         return True
 
     def resources(self) -> dict:
@@ -1268,16 +1299,21 @@ def main(args: Args) -> dict:
         flush=True,
     )
     sweep = Sweep(args, budgets, pairs, root)
+    previous = signal.getsignal(signal.SIGTERM)  # start_ray() makes `kill` stop the sweep as Ctrl-C does
     try:
         sweep.run()
-    except KeyboardInterrupt:  # Ctrl-C: what finished is on disk; one line, not Ray's traceback
+    except KeyboardInterrupt:  # what finished is on disk; one line, not Ray's traceback
         stopped = [n.label for n in sweep.nodes.values() if n.status == "running"]
         done = sum(n.status in ("done", "skipped") for n in sweep.nodes.values())
+        late = f" ({', '.join(sweep.late)} did not stop within {STOP_WAIT_S} s: from its last periodic one)"
         sys.exit(
             f"error: sweep interrupted: {done} stage(s) done or on record are kept under {root}; stopped "
             f"{len(stopped)} in flight ({', '.join(stopped) or 'none'}): rerun the same command to resume "
-            "(training stages continue from their last checkpoint, evaluations start over)"
+            f"(training stages continue from the checkpoint they wrote as they stopped{late if sweep.late else ''}, "
+            "evaluations start over)"
         )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     wall = time.time() - t0
     failed = [n for n in sweep.nodes.values() if n.status == "failed"]
     print(f"\n[sweep] wall time {wall:.0f}s ({wall / 3600:.2f} h)")

@@ -90,3 +90,26 @@ def test_the_command_to_continue_names_only_a_stage_script(monkeypatch):
     assert rerun_command("--resume") == f"python {os.path.join(ROOT, 'rebrac.py')} --env-id hopper-medium --resume"
     monkeypatch.setattr(sys, "argv", ["/opt/ray/_private/workers/default_worker.py", "--node-ip-address=1.2.3.4"])
     assert rerun_command("--resume") == "the same call with --resume"
+
+
+def test_sigterm_to_a_sweep_stops_its_stage_at_a_checkpoint(pipeline, tmp_path):
+    """Ray's workers sit in their own process group: a sweep's Ctrl-C or `kill` reaches only the driver, which
+    passes it on, so the ReBRAC in flight writes the update it is on instead of being killed with Ray."""
+    argv = ["--preset", "smoke", "--env-ids", ENV_ID, "--seeds", "0", "--root", "sweep", "--num-cpus", "1"]
+    argv += ["--rebrac-updates", "1000000", "--rebrac-eval-every", "500000", "--rebrac-curve", "500000", "--no-report"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "sweep.py"), *argv]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not list((tmp_path / "sweep" / "runs").glob("rebrac_*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)  # ReBRAC's tensorboard folder appears just before its first update
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in err, out[-3000:] + err[-3000:]
+    assert "[sweep] interrupted: stopping 1 stage(s) in flight" in out, out[-3000:]
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("error: sweep interrupted") and f"({ENV_ID} seed 0 rebrac)" in message, message
+    assert "did not stop" not in message, message
+    step = torch.load(tmp_path / "sweep" / "checkpoints" / ENV_ID / "rebrac_seed0.pt", weights_only=True)["step"]
+    assert 0 < step < 500_000, f"the checkpoint should hold the update the signal landed on, not {step}"
