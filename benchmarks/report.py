@@ -363,6 +363,11 @@ def dataset_rows(runs: dict, reps: int, confidence: float, seed: int) -> list[di
     for env_id in sorted(runs):
         seeds = sorted(runs[env_id])
         row = {"env_id": env_id, "seeds": seeds, "score": {}, "diff": {}, "alpha": {}, "ms": {}, "n_episodes": {}}
+        # ReBRAC's β_a where the sweep's --rebrac-actor-bc-coef replaced rebrac.py's per-dataset table
+        set_betas = {
+            summary.get("rebrac_actor_bc_coef") for by_wm in runs[env_id].values() for summary in by_wm.values()
+        }
+        row["actor_bc_coef"] = sorted(set_betas - {None})
         for algo in ALGOS:
             pooled = {}
             for s in seeds:
@@ -521,8 +526,9 @@ def write_table(
             out.append(f"| **{environment(r['env_id'])}** |" + " |" * 12)
         ms = [f"{r['ms'][wm]:.1f}" if wm in r["ms"] else "—" for wm in WORLD_MODELS]
         paper = [f"{v:.1f}" for v in PAPER_SCORES.get(r["env_id"], ())] or ["—", "—"]
+        name = r["env_id"] + (f" (β_a {', '.join(map(str, r['actor_bc_coef']))})" if r["actor_bc_coef"] else "")
         out.append(
-            f"| {r['env_id']} | {fmt(r['score'].get('rebrac'))} | {fmt(r['score'].get('ddpm'))} | "
+            f"| {name} | {fmt(r['score'].get('rebrac'))} | {fmt(r['score'].get('ddpm'))} | "
             f"{fmt(r['score'].get('meanflow'))} | {fmt(r['diff'].get('ddpm'), True)} | "
             f"{fmt(r['diff'].get('meanflow'), True)} | {r['alpha'].get('ddpm', '—')} | "
             f"{r['alpha'].get('meanflow', '—')} | {ms[0]} | {ms[1]} | {len(r['seeds'])} | {paper[0]} | {paper[1]} |"
@@ -550,6 +556,12 @@ def write_table(
         "orientation only: these datasets are made locally the D4RL way (`collect_dataset.py`) from weaker "
         "behaviour policies, so the scores do not compare.",
     ]
+    if any(r["actor_bc_coef"] for r in rows):
+        out += [
+            "",
+            "(β_a …): ReBRAC's actor BC weight set by the sweep's `--rebrac-actor-bc-coef` for that dataset instead "
+            "of `rebrac.py`'s per-dataset table (the paper's, tuned on D4RL's data).",
+        ]
     out += ["", "## Aggregate (rliable)", ""]
     if iqm:
         out += [

@@ -354,6 +354,9 @@ class Args:
     rebrac_precision: Literal["fp32", "bf16"] | None = None
     """ReBRAC's forward passes in fp32 or under bf16 autocast (None: the preset's, fp32); bf16 only pays on a GPU
     or a CPU with bf16 units (AMX, AVX512-BF16)"""
+    rebrac_actor_bc_coef: float | None = None
+    """ReBRAC's β_a for every dataset of this sweep (None: rebrac.py's per-dataset table, the paper's, tuned on
+    D4RL's data; on this project's walker2d-expert its 0.01 never learns to walk, README: Walker2d)"""
     dynamics_steps: int | None = None
     """DDPM world model gradient steps"""
     reward_steps: int | None = None
@@ -461,6 +464,9 @@ def validate(args: Args, budgets: dict, pairs: list[tuple[str, int]]) -> str:
             sys.exit(f"error: --{name} must be ≥ 0, not {value}")
     if "meanflow" in args.world_models and not args.tilt_temperature > 0:  # else MeanFlow fails after ReBRAC
         sys.exit(f"error: --tilt-temperature must be positive (inf: no tilt), not {args.tilt_temperature}")
+    beta = args.rebrac_actor_bc_coef
+    if beta is not None and not (math.isfinite(beta) and beta >= 0):  # else ReBRAC fails (or diverges) in flight
+        sys.exit(f"error: --rebrac-actor-bc-coef must be finite and ≥ 0, not {beta}")
     if not pairs:
         sys.exit("error: nothing to run: give --env-ids (with --seeds) or --runs env_id:seed")
     env_ids = ENV_IDS
@@ -762,6 +768,7 @@ class Sweep:
                 eval_episodes=b["rebrac_eval_episodes"],
                 checkpoint_every=b["rebrac_eval_every"],
                 snapshot_every=self.snapshot_every(env_id, "rebrac"),
+                **({} if self.args.rebrac_actor_bc_coef is None else {"actor_bc_coef": self.args.rebrac_actor_bc_coef}),
             )
         wm = dict(common, hidden_dim=b["wm_hidden_dim"], num_layers=b["wm_num_layers"])
         if stage == "dynamics":
@@ -871,6 +878,7 @@ class Sweep:
             step = None if ckpt is None else ckpt["step"]
             if ckpt is not None:
                 self.check_tilt(node, ckpt, path)
+                self.check_actor_bc_coef(node, ckpt, path)
             if step is not None and step >= budget:
                 node.status, node.detail = "skipped", f"checkpoint at step {step} ≥ {budget}"
                 return None
@@ -986,6 +994,28 @@ class Sweep:
                 f"{self.budget(node.env_id, 'rebrac')}: delete it and its _step snapshots to retrain MeanFlow"
             )
 
+    def made_with(self, env_id: str) -> dict:
+        """What a summary records of how its models were made: the budgets, and β_a where a flag set it."""
+        out = {"budgets": {"preset": self.args.preset, **self.budgets(env_id)}}
+        if self.args.rebrac_actor_bc_coef is not None:  # the report marks the row
+            out["rebrac_actor_bc_coef"] = self.args.rebrac_actor_bc_coef
+        return out
+
+    def check_actor_bc_coef(self, node: Node, ckpt: dict, path: str) -> None:
+        """A saved ReBRAC, finished or not, must have the β_a this sweep asks for (a finished one is not rerun)."""
+        if node.stage != "rebrac":
+            return
+        from rebrac import REBRAC_BETAS
+
+        asked = self.args.rebrac_actor_bc_coef
+        asked = REBRAC_BETAS[node.env_id][0] if asked is None else asked
+        saved = ckpt.get("args", {}).get("actor_bc_coef", asked)
+        if saved != asked:
+            raise RuntimeError(
+                f"{path} was trained with β_a {saved}, this sweep asks for {asked} (--rebrac-actor-bc-coef): "
+                "give the sweep another --root, or delete it, its _step snapshots and the MeanFlow it tilted"
+            )
+
     def prepare_curve(self, node: Node) -> tuple | None:
         """A point of a budget curve: ITPO with one stage's snapshot, α as chosen for the final models."""
         env_id, seed, (wm, vary, step) = node.env_id, node.seed, (node.context[k] for k in ("wm", "vary", "step"))
@@ -1057,7 +1087,7 @@ class Sweep:
                 "alpha": node.context["alpha"],
                 "curve": {"vary": vary, "step": step},
                 "models": node.context["models"],
-                "budgets": {"preset": self.args.preset, **self.budgets(env_id)},
+                **self.made_with(env_id),
                 "seconds": node.seconds,
                 "sweep_key": node.context["key"],
             }
@@ -1077,7 +1107,7 @@ class Sweep:
                 **result,
                 "alpha": node.context["alpha"],
                 "models": node.context["models"],
-                "budgets": {"preset": self.args.preset, **self.budgets(env_id)},
+                **self.made_with(env_id),
                 "stage_seconds": {
                     **{s: times.get(s) for s in stages},
                     "alpha_tuning": sum(times.get(s, 0.0) for s in tune) if tune else None,
@@ -1127,7 +1157,7 @@ class Sweep:
                 else {}
             ),
             "models": node.context["models"],
-            "budgets": {"preset": self.args.preset, **self.budgets(env_id)},
+            **self.made_with(env_id),
             "stage_seconds": {
                 "tuning": sum(times.get(s, 0.0) for s in tune) if tune and node.context["tuned"] else None,
                 "evaluation": times.get(node.stage),

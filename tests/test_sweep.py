@@ -264,6 +264,7 @@ def test_overlapping_tuning_and_evaluation_seeds_are_refused():
         ({"tdmpc2_runs": ["hopper-medium:0"], "world_models": ["ddpm"]}, "plans with MeanFlow"),
         ({"tdmpc2_runs": ["hopper-medium"]}, "--tdmpc2-runs takes env_id:seed"),
         ({"world_models": ["meanflow"]}, "--planner-world-model ddpm is not in --world-models"),
+        ({"rebrac_actor_bc_coef": -0.1}, "--rebrac-actor-bc-coef must be finite and ≥ 0"),
     ],
 )
 def test_settings_a_stage_would_refuse_hours_in_are_refused_at_start(bad, expected):
@@ -318,6 +319,27 @@ def test_presets_and_overrides():
     assert s.stage_kwargs("hopper-medium", 0, "rebrac")["precision"] == "fp32"
     args = sweep.Args(env_ids=["hopper-medium"], rebrac_precision="bf16")
     assert sweep.Sweep(args, *sweep.resolve(args)).stage_kwargs("hopper-medium", 0, "rebrac")["precision"] == "bf16"
+
+
+def test_rebrac_actor_bc_coef_reaches_rebrac_and_a_checkpoint_with_another_is_not_reused(tmp_path):
+    """--rebrac-actor-bc-coef reaches rebrac.py's β_a (unset: its per-dataset table); a finished ReBRAC with
+    another β_a is refused in one line instead of being skipped as done."""
+    import rebrac
+
+    def sweep_of(**flags):
+        args = sweep.Args(preset="smoke", env_ids=["walker2d-expert"], seeds=[0], root=str(tmp_path), **flags)
+        return sweep.Sweep(args, *sweep.resolve(args))
+
+    default, raised = sweep_of(), sweep_of(rebrac_actor_bc_coef=1.0)
+    for s, beta in ((default, 0.01), (raised, 1.0)):
+        kwargs = s.stage_kwargs("walker2d-expert", 0, "rebrac")
+        assert rebrac.resolve_args(rebrac.Args(**kwargs)).actor_bc_coef == beta
+    path = default.ckpt("walker2d-expert", "rebrac", 0)
+    os.makedirs(os.path.dirname(path))
+    torch.save({"step": 20, "args": {"actor_bc_coef": 0.01}}, path)  # finished (smoke: 20 updates), table's β_a
+    assert default.prepare(default.nodes[("walker2d-expert", 0, "rebrac")]) is None  # skipped: on record
+    with pytest.raises(RuntimeError, match="trained with β_a 0.01, this sweep asks for 1.0"):
+        raised.prepare(raised.nodes[("walker2d-expert", 0, "rebrac")])
 
 
 def test_an_environment_gets_its_own_world_model_budgets(capsys):
@@ -496,6 +518,8 @@ def test_report_on_hand_made_summaries(tmp_path):
             meanflow = rebrac + rng.normal(0, 3, 10)
             for wm, itpo, alpha in (("ddpm", ddpm, 5e-5), ("meanflow", meanflow, 5e-6 if seed else 5e-5)):
                 s = fake_summary(env_id, seed, wm, itpo, rebrac, alpha)
+                if env_id == "walker2d-medium":  # as the sweep records --rebrac-actor-bc-coef
+                    s["rebrac_actor_bc_coef"] = 1.0
                 (root / "summaries" / f"{env_id}_seed{seed}_{wm}.json").write_text(json.dumps(s))
             for algo, v in (("rebrac", rebrac), ("ddpm", ddpm), ("meanflow", meanflow)):
                 per_run[algo][(env_id, seed)] = v.mean()
@@ -516,6 +540,7 @@ def test_report_on_hand_made_summaries(tmp_path):
     assert "unequal numbers of seeds" in table and "hopper-medium-replay seeds [2]" in table
     assert "rebrac_updates=25000" in table and "ITPO-MeanFlow" in table
     assert "| 95.8 | 103.1 |" in table  # the paper's hopper-medium-replay row, for orientation
+    assert "| walker2d-medium (β_a 1.0) |" in table and "| hopper-medium-replay |" in table  # β_a set by a flag
     mean_ddpm = np.mean([r["diff"]["ddpm"][0] for r in rows.values()])
     assert f"Mean Δ ITPO-DDPM over these 2 dataset(s): {mean_ddpm:+.1f}" in table
     by_env = ", ".join(f"{e.split('-')[0]} {rows[e]['diff']['ddpm'][0]:+.1f} (1)" for e in sorted(rows))
@@ -523,7 +548,7 @@ def test_report_on_hand_made_summaries(tmp_path):
     lines = table.splitlines()  # the table in groups, each under its environment's name
     hopper, walker = lines.index("| **hopper** |" + " |" * 12), lines.index("| **walker2d** |" + " |" * 12)
     assert lines[hopper + 1].startswith("| hopper-medium-replay |") and lines[walker + 1].startswith(
-        "| walker2d-medium |"
+        "| walker2d-medium (β_a 1.0) |"
     )
     figures = {p.name for p in (tmp_path / "results").glob("*.png")}  # one of each kind per environment
     assert figures == {"differences.png"} | {
