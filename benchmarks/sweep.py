@@ -1245,20 +1245,22 @@ class Sweep:
 
     def stop_in_flight(self, running: dict) -> None:
         """Ctrl-C reaches only the driver (Ray's workers sit in their own process group), and ray.shutdown()
-        kills them: so pass it on first. Ray raises it in each task as SIGINT, which the training loops'
-        StopOnSignal turns into a checkpoint at the update they are on; evaluations just stop."""
+        kills them: so pass it on first. Ray raises it in a training task as SIGINT, which the training loops'
+        StopOnSignal turns into a checkpoint at the update they are on; an evaluation, which starts over
+        anyway (and has no handler, so the signal would not reach it), is killed at once."""
         import ray
 
-        if not running:
+        training = [ref for ref, node in running.items() if node.stage in TRAIN_STAGES]
+        for ref, node in running.items():
+            ray.cancel(ref, force=node.stage not in TRAIN_STAGES)
+        if not training:
             return
         print(
-            f"[sweep] interrupted: stopping {len(running)} stage(s) in flight at their next update, waiting up to "
+            f"[sweep] interrupted: stopping {len(training)} training stage(s) at their next update, waiting up to "
             f"{STOP_WAIT_S} s for their checkpoints (Ctrl-C again kills them)",
             flush=True,
         )
-        for ref in running:
-            ray.cancel(ref)
-        _, late = ray.wait(list(running), num_returns=len(running), timeout=STOP_WAIT_S)
+        _, late = ray.wait(training, num_returns=len(training), timeout=STOP_WAIT_S)
         self.late = [running[ref].label for ref in late]
 
     def start_ray(self) -> bool:

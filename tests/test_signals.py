@@ -107,7 +107,7 @@ def test_sigterm_to_a_sweep_stops_its_stage_at_a_checkpoint(pipeline, tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "Traceback" not in err, out[-3000:] + err[-3000:]
-    assert "[sweep] interrupted: stopping 1 stage(s) in flight" in out, out[-3000:]
+    assert "[sweep] interrupted: stopping 1 training stage(s)" in out, out[-3000:]
     message = err.strip().splitlines()[-1]
     assert message.startswith("error: sweep interrupted") and f"({ENV_ID} seed 0 rebrac)" in message, message
     assert "did not stop" not in message, message

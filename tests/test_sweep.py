@@ -234,6 +234,22 @@ def test_ctrl_c_stops_the_sweep_in_one_line(monkeypatch, tmp_path):
     assert "stopped 1 in flight (hopper-medium-replay" in message and "rerun the same command" in message
 
 
+def test_ctrl_c_waits_for_the_training_stages_and_kills_the_evaluations(monkeypatch, tmp_path):
+    """A training stage is asked to stop (it checkpoints) and waited for; an evaluation, which has no handler
+    and starts over anyway, is killed at once instead of holding Ctrl-C up for STOP_WAIT_S."""
+    import ray
+
+    args = sweep.Args(preset="smoke", env_ids=["hopper-medium-replay"], root=str(tmp_path), report=False)
+    s = sweep.Sweep(args, *sweep.resolve(args))
+    training, evaluation = (s.nodes[("hopper-medium-replay", 0, stage)] for stage in ("rebrac", "itpo-ddpm"))
+    cancelled, waited = {}, []
+    monkeypatch.setattr(ray, "cancel", lambda ref, force=False: cancelled.__setitem__(ref, force))
+    monkeypatch.setattr(ray, "wait", lambda refs, num_returns, timeout: (waited.extend(refs), ([], list(refs)))[1])
+    s.stop_in_flight({"training": training, "evaluation": evaluation})
+    assert cancelled == {"training": False, "evaluation": True} and waited == ["training"]
+    assert s.late == [training.label]  # still running when the wait ended
+
+
 def test_overlapping_tuning_and_evaluation_seeds_are_refused():
     base = {"preset": "smoke", "env_ids": ["hopper-medium-replay"]}  # smoke: 2 tuning and 2 evaluation episodes
     sweep.resolve(sweep.Args(**base, eval_seed=1000, tune_seed=1002))  # 1000..1001 vs 1002..1003: disjoint
