@@ -1337,11 +1337,12 @@ def main(args: Args) -> dict:
     except KeyboardInterrupt:  # what finished is on disk; one line, not Ray's traceback
         stopped = [n.label for n in sweep.nodes.values() if n.status == "running"]
         done = sum(n.status in ("done", "skipped") for n in sweep.nodes.values())
-        late = f" ({', '.join(sweep.late)} did not stop within {STOP_WAIT_S} s: from its last periodic one)"
+        late = ", ".join(sweep.late)
+        late = f" ({late} did not stop within {STOP_WAIT_S} s: from its last periodic one)" if late else ""
         sys.exit(
             f"error: sweep interrupted: {done} stage(s) done or on record are kept under {root}; stopped "
             f"{len(stopped)} in flight ({', '.join(stopped) or 'none'}): rerun the same command to resume "
-            f"(training stages continue from the checkpoint they wrote as they stopped{late if sweep.late else ''}, "
+            f"(training stages continue from the checkpoint they wrote as they stopped{late}, "
             "evaluations start over)"
         )
     finally:
