@@ -217,14 +217,21 @@ class Planner:
             return j.sum(), j
 
         skipped = torch.zeros((), dtype=torch.long, device=s0.device)
-        objective = torch.zeros(len(s0), device=s0.device)
+        objective, grad_norm = torch.zeros(len(s0), device=s0.device), torch.zeros(len(s0), device=s0.device)
+        ok = torch.zeros_like(active)
         for _ in range(self.args.shooting_steps):
             g, objective = grad(total, has_aux=True)(plan)
             new = (plan + self.args.step_size * g).clamp(-1, 1)
             ok = active & torch.isfinite(objective) & torch.isfinite(new).flatten(1).all(1)
             plan = torch.where(ok[:, None, None], new, plan)
             skipped = skipped + (active & ~ok).sum()
-        stats = {"imagined_return": objective.mean(), "skipped": skipped}
+            grad_norm = torch.where(ok, g.flatten(1).norm(dim=1), 0.0)
+        # ‖∇_a Ĵ‖ of the last step, mean over the episodes it moved: what a step size means on these models
+        stats = {
+            "imagined_return": objective.mean(),
+            "skipped": skipped,
+            "grad_norm": grad_norm.sum() / ok.sum().clamp(min=1),
+        }
         return plan[:, 0], plan, stats
 
     def __call__(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:

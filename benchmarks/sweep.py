@@ -83,6 +83,13 @@ WORLD_MODEL_STAGE = {"ddpm": "dynamics", "meanflow": "meanflow"}
 # almost alike: its Ĵ spread is hundredths; README: AntMaze).
 MPPI_TEMPERATURES = [0.05, 0.5, 5.0, 50.0]
 ANTMAZE_TEMPERATURES = [100 * t for t in MPPI_TEMPERATURES]
+# Gradient shooting's step sizes, chosen like τ. ‖∇_a Ĵ‖ of the first action is 4–9 on the final models of
+# hopper-medium-replay, walker2d- and halfcheetah-full-replay and antmaze-umaze, but 342 on antmaze-umaze-diverse's
+# (medians over 64 dataset states; results/checks/antmaze_shooting_gradient.md), whose γ 0.999 critic falls to
+# −9,000 where the DDPM leaves the data: there the grid's smallest step, 0.003, moved a first action by 0.38 and
+# every step scored 0 %. AntMaze's grid reaches 100× lower and stops below where umaze's failed (0.1).
+SHOOTING_STEPS = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+ANTMAZE_SHOOTING_STEPS = [3e-5, 1e-4, 3e-4, 1e-3, 0.003, 0.01, 0.03]
 
 # Budgets of each preset; every one is also a flag that overrides it. 0 steps per episode = the env's limit.
 PRESETS = {
@@ -117,6 +124,7 @@ PRESETS = {
         "dynamics_curve": [15, 30],
         "meanflow_curve": [15, 30],
         "temperature_grid": MPPI_TEMPERATURES,
+        "shooting_step_grid": SHOOTING_STEPS,
     },
     # cpu: past the thresholds measured on hopper-medium-replay (ReBRAC ≥ 100k updates at batch 256, DDPM
     # held-out RMSE ≈ 0.1 at 50k steps), fp32 at batch 256 (per core-hour the fastest to a
@@ -161,6 +169,7 @@ PRESETS = {
         "dynamics_curve": [5_000, 15_000, 50_000],
         "meanflow_curve": [2_500, 10_000, 30_000],
         "temperature_grid": MPPI_TEMPERATURES,
+        "shooting_step_grid": SHOOTING_STEPS,
     },
     "paper": {
         "rebrac_updates": 1_000_000,
@@ -193,6 +202,7 @@ PRESETS = {
         "dynamics_curve": [20_000, 50_000, 200_000],
         "meanflow_curve": [20_000, 50_000, 200_000],
         "temperature_grid": MPPI_TEMPERATURES,
+        "shooting_step_grid": SHOOTING_STEPS,
     },
 }
 # Per environment, where its curves demand other world-model budgets than the preset's (one table, no
@@ -203,18 +213,20 @@ PRESETS = {
 # steps on antmaze-umaze, still falling; MeanFlow's 0.58 at 30k). AntMaze's score is a success rate, a coin
 # per episode: 10 episodes say little, so its rows take 50 (the paper preset CORL's 100) and its tuning 10.
 DDPM_200K = {"dynamics_steps": 200_000, "dynamics_curve": [5_000, 15_000, 50_000, 100_000, 200_000]}
+ANTMAZE_GRIDS = {"temperature_grid": ANTMAZE_TEMPERATURES, "shooting_step_grid": ANTMAZE_SHOOTING_STEPS}
 ENV_BUDGETS = {
     "smoke": {"walker2d": {"dynamics_steps": 45, "dynamics_curve": [15, 30, 45]}},
     "cpu": {
         "walker2d": DDPM_200K,
         "halfcheetah": DDPM_200K,
-        "antmaze": {**DDPM_200K, "episodes": 50, "tune_episodes": 10, "temperature_grid": ANTMAZE_TEMPERATURES},
+        "antmaze": {**DDPM_200K, "episodes": 50, "tune_episodes": 10, **ANTMAZE_GRIDS},
     },
-    "paper": {"antmaze": {"episodes": 100, "tune_episodes": 10, "temperature_grid": ANTMAZE_TEMPERATURES}},
+    "paper": {"antmaze": {"episodes": 100, "tune_episodes": 10, **ANTMAZE_GRIDS}},
 }
-# what a row of ENV_BUDGETS may set: the world models' budgets, the number of episodes, MPPI's τ grid
+# what a row of ENV_BUDGETS may set: the world models' budgets, the number of episodes, the planners' grids
 ENV_BUDGET_FIELDS = ("dynamics_steps", "meanflow_steps", "wm_eval_every", "meanflow_eval_every")
-ENV_BUDGET_FIELDS += ("dynamics_curve", "meanflow_curve", "episodes", "tune_episodes", "temperature_grid")
+ENV_BUDGET_FIELDS += ("dynamics_curve", "meanflow_curve", "episodes", "tune_episodes")
+ENV_BUDGET_FIELDS += ("temperature_grid", "shooting_step_grid")
 assert all(set(row) <= set(ENV_BUDGET_FIELDS) for rows in ENV_BUDGETS.values() for row in rows.values())
 
 # Budget curves: ITPO is paired against ReBRAC at each step of `rebrac_curve` (with the final world and
@@ -226,7 +238,7 @@ CURVE_FIELDS = {
     "meanflow_curve": ("meanflow", "meanflow_steps", "meanflow_eval_every"),
 }
 SWITCH_FIELDS = ("rebrac_compile", "rebrac_precision")  # settings of the preset table, beside its integer budgets
-GRID_FIELDS = ("temperature_grid",)  # ... and lists of candidates to tune
+GRID_FIELDS = ("temperature_grid", "shooting_step_grid")  # ... and lists of candidates to tune
 BUDGET_FIELDS = tuple(k for k in PRESETS["cpu"] if k not in (*CURVE_FIELDS, *SWITCH_FIELDS, *GRID_FIELDS))
 
 # What each stage costs, measured on this project's 2-core AMD EPYC machines (fp32, one thread per stage,
@@ -328,9 +340,9 @@ class Args:
     temperature_grid: list[float] | None = None
     """MPPI's τ to choose from on the tuning seeds, like α (one value: fixed; TD-MPC2's is 0.5); None: the
     preset's, 0.05 0.5 5 50 (AntMaze × 100, its rewards' scale)"""
-    shooting_step_grid: list[float] = field(default_factory=lambda: [0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
-    """gradient shooting's step sizes to choose from on the tuning seeds (one value: fixed); ∇_a Ĵ is about 0.7
-    per action element on hopper-medium-replay, so these move a first action by about 0.002 to 0.7"""
+    shooting_step_grid: list[float] | None = None
+    """gradient shooting's step sizes to choose from on the tuning seeds (one value: fixed); None: the
+    preset's, 0.003 … 1 (AntMaze 3e-5 … 0.03: umaze-diverse's ∇_a Ĵ is 80× hopper's)"""
     tdmpc2_runs: list[str] = field(default_factory=list)
     """(dataset, seed) pairs of the grid, as env_id:seed, where MPPI also runs at TD-MPC2's own budget
     (I 6, N 512, N_π 24, k 64, τ 0.5) with MeanFlow, e.g. hopper-medium-replay:0"""
@@ -452,9 +464,9 @@ def check_budgets(budgets: dict, where: str) -> None:
         budgets[k] = sorted(set(budgets[k]) | {budget})  # the final checkpoint is always the curve's last point
 
 
-def planner_grid(args: Args, budgets: dict, planner: str) -> list[float]:
+def planner_grid(budgets: dict, planner: str) -> list[float]:
     """The candidates of a planner's one parameter for a dataset (`budgets`: its own, with ENV_BUDGETS' row)."""
-    return list(dict.fromkeys(budgets["temperature_grid"] if planner == "mppi" else args.shooting_step_grid))
+    return list(dict.fromkeys(budgets["temperature_grid" if planner == "mppi" else "shooting_step_grid"]))
 
 
 def validate(args: Args, budgets: dict, pairs: list[tuple[str, int]]) -> str:
@@ -481,7 +493,7 @@ def validate(args: Args, budgets: dict, pairs: list[tuple[str, int]]) -> str:
     env_budgets = {env_id: Sweep.budgets_of(budgets, env_id) for env_id in dict.fromkeys(e for e, _ in pairs)}
     for flag, grid, positive in (
         *(("temperature", b["temperature_grid"], True) for b in env_budgets.values()),
-        ("shooting-step", args.shooting_step_grid, False),
+        *(("shooting-step", b["shooting_step_grid"], False) for b in env_budgets.values()),
     ):
         if not grid or not all(math.isfinite(v) and (v > 0 if positive else v >= 0) for v in grid):
             sys.exit(f"error: --{flag}-grid needs finite values {'> 0' if positive else '≥ 0'}, not {grid}")
@@ -499,7 +511,7 @@ def validate(args: Args, budgets: dict, pairs: list[tuple[str, int]]) -> str:
     ):
         sys.exit(f"error: --alpha-grid needs finite step sizes ≥ 0, not {args.alpha_grid}")
     for env_id, b in env_budgets.items():  # each environment's episodes and grids (ENV_BUDGETS)
-        if args.step_size is None or any(len(planner_grid(args, b, p)) > 1 for p in args.planners):  # tuned
+        if args.step_size is None or any(len(planner_grid(b, p)) > 1 for p in args.planners):  # tuned
             last_tune, last_eval = args.tune_seed + b["tune_episodes"] - 1, args.eval_seed + b["episodes"] - 1
             if args.tune_seed <= last_eval and args.eval_seed <= last_tune:
                 sys.exit(
@@ -668,7 +680,7 @@ class Sweep:
             # the planners, on the planner world model's models; each tunes its one parameter like α
             models = [(env_id, seed, s) for s in ("rebrac", WORLD_MODEL_STAGE[args.planner_world_model], "reward")]
             for planner in args.planners:
-                grid = planner_grid(args, self.budgets(env_id), planner)
+                grid = planner_grid(self.budgets(env_id), planner)
                 budget = []  # the matched budget, timed before its tuning runs use it
                 if args.match_planners:
                     context = {"planner": planner, "match": True}
@@ -844,7 +856,7 @@ class Sweep:
         return self.tuning_record(env_id, seed, f"{wm}_alpha", self.alphas, self.args.step_size)
 
     def planner_record(self, env_id: str, seed: int, planner: str) -> dict:
-        grid = planner_grid(self.args, self.budgets(env_id), planner)
+        grid = planner_grid(self.budgets(env_id), planner)
         name = f"{planner}_{PLANNER_PARAMETER[planner]}"
         return self.tuning_record(env_id, seed, name, grid, grid[0] if len(grid) == 1 else None)
 
@@ -1319,7 +1331,7 @@ def main(args: Args) -> dict:
     per_pair = []
     for e, s in pairs:
         b = Sweep.budgets_of(budgets, e)
-        tuned = {p: len(g) if len(g := planner_grid(args, b, p)) > 1 else 0 for p in args.planners}
+        tuned = {p: len(g) if len(g := planner_grid(b, p)) > 1 else 0 for p in args.planners}
         per_pair.append(estimate_seconds(b, 1, args.world_models, n_alphas, tuned, int((e, s) in tdmpc2)))
     cost = {k: sum(c[k] for c in per_pair) for k in per_pair[0]}
     cpus = args.num_cpus or os.cpu_count() or 1

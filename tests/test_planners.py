@@ -62,6 +62,22 @@ def test_shooting_at_step_size_zero_acts_as_the_actor(pipeline):
     assert moved["shooting"]["returns"] != moved["rebrac"]["returns"]
 
 
+def test_shooting_logs_the_norm_of_its_action_gradient(pipeline):
+    """stats["grad_norm"] is ‖∇_a Ĵ‖ of the plan, by autograd here, averaged over the episodes still alive."""
+    args = plan_args(pipeline, planner="shooting", particles=3, step_size=0.0)
+    actor, critic, world, reward, _ = plan_eval.load_models(args)
+    planner = plan_eval.Planner(actor, critic, world, reward, args, gamma=0.99)
+    obs = np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32)
+    planner(obs, np.array([True, False]))
+    s0, noise = torch.as_tensor(obs), torch.Generator().manual_seed(args.seed)  # the planner's first draw
+    eps = torch.randn(2, 3, args.horizon, *world.noise_shape, generator=noise)
+    plan = planner.returns(s0, eps[:, :1])[1][:, 0].detach().requires_grad_()
+    (g,) = torch.autograd.grad(planner.returns(s0, eps, plan[:, None].expand(-1, 3, -1, -1))[0].mean(1).sum(), plan)
+    norms = g.flatten(1).norm(dim=1)
+    assert norms[0] > 0 and not torch.isclose(norms[0], norms[1])
+    torch.testing.assert_close(planner.stats["grad_norm"], norms[0])
+
+
 def test_mppi_warm_starts_from_the_shifted_plan_and_resets(pipeline):
     args = plan_args(pipeline, samples=6, policy_samples=2, elites=3, iterations=2)
     actor, critic, world, reward, _ = plan_eval.load_models(args)

@@ -381,8 +381,8 @@ def test_an_environment_gets_its_own_world_model_budgets(capsys):
 
 def test_antmaze_rows_take_more_episodes():
     """AntMaze's score is a coin per episode: its row of the preset's table gives its runs 50 evaluation and 10
-    tuning episodes where MuJoCo's keep 10 and 5 (and its DDPM 200k steps, hopper's 50k, and MPPI's τ grid in
-    its rewards' scale); the overlap check sees its longer range; a flag sets both."""
+    tuning episodes where MuJoCo's keep 10 and 5 (and its DDPM 200k steps, hopper's 50k, MPPI's τ grid in its
+    rewards' scale and shooting's steps 100× lower); the overlap check sees its longer range; a flag sets all."""
     args = sweep.Args(preset="cpu", runs=["hopper-medium:0", "antmaze-umaze:0"], root="x")
     s = sweep.Sweep(args, *sweep.resolve(args))
     assert [s.stage_kwargs(e, 0, "dynamics")["total_steps"] for e, _ in s.pairs] == [50_000, 200_000]
@@ -393,17 +393,25 @@ def test_antmaze_rows_take_more_episodes():
     sweep.resolve(sweep.Args(preset="cpu", env_ids=["hopper-medium"], tune_seed=1040))
     with pytest.raises(SystemExit, match="overlap the evaluation seeds 1000..1049 of antmaze-umaze"):
         sweep.resolve(sweep.Args(preset="cpu", env_ids=["hopper-medium", "antmaze-umaze"], tune_seed=1040))
-    tuned = {
-        e: sorted(n.context["value"] for n in s.nodes.values() if n.env_id == e and "tune-mppi" in n.stage)
-        for e in ("hopper-medium", "antmaze-umaze")
+
+    def tuned(s, planner):
+        nodes = s.nodes.values()
+        return {e: sorted(n.context["value"] for n in nodes if n.env_id == e and f"tune-{planner}" in n.stage)
+                for e in ("hopper-medium", "antmaze-umaze")}  # fmt: skip
+
+    assert tuned(s, "mppi") == {"hopper-medium": [0.05, 0.5, 5.0, 50.0], "antmaze-umaze": [5.0, 50.0, 500.0, 5000.0]}
+    assert tuned(s, "shooting") == {
+        "hopper-medium": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
+        "antmaze-umaze": [3e-5, 1e-4, 3e-4, 1e-3, 0.003, 0.01, 0.03],
     }
-    assert tuned == {"hopper-medium": [0.05, 0.5, 5.0, 50.0], "antmaze-umaze": [5.0, 50.0, 500.0, 5000.0]}
     flagged = sweep.Args(
-        preset="cpu", runs=["hopper-medium:0", "antmaze-umaze:0"], episodes=20, temperature_grid=[0.5, 7.0], root="x"
-    )
+        preset="cpu", runs=["hopper-medium:0", "antmaze-umaze:0"], episodes=20, root="x",
+        temperature_grid=[0.5, 7.0], shooting_step_grid=[0.02, 0.2],
+    )  # fmt: skip
     s = sweep.Sweep(flagged, *sweep.resolve(flagged))
     assert {s.budgets(e)["episodes"] for e in ("hopper-medium", "antmaze-umaze")} == {20}
-    assert {tuple(s.budgets(e)["temperature_grid"]) for e in ("hopper-medium", "antmaze-umaze")} == {(0.5, 7.0)}
+    assert tuned(s, "mppi") == {"hopper-medium": [0.5, 7.0], "antmaze-umaze": [0.5, 7.0]}
+    assert tuned(s, "shooting") == {"hopper-medium": [0.02, 0.2], "antmaze-umaze": [0.02, 0.2]}
 
 
 def test_per_environment_budgets_reach_the_stages_checkpoints(pipeline, tmp_path):
