@@ -8,6 +8,7 @@ dataset-making code (`collect_dataset.py`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import math
 import os
@@ -420,6 +421,16 @@ def atomic_torch_save(obj, path: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def weights_digest(state_dict: dict) -> str:
+    """A short fingerprint of a network's weights: which ReBRAC actor tilted a MeanFlow, say, and not only
+    at which step (two ReBRACs at one step, e.g. with other β_a, differ here)."""
+    h = hashlib.sha256()
+    for name, tensor in state_dict.items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def load_checkpoint(path: str, env_id: str, stage: str, seed: int = 0) -> dict:

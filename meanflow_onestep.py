@@ -45,6 +45,7 @@ from common import (
     require_positive,
     require_snapshot_every,
     time_embedding,
+    weights_digest,
 )
 from rebrac import load_rebrac
 
@@ -205,11 +206,11 @@ def load_meanflow(path: str, env_id: str, seed: int = 0, device: str = "cpu") ->
 
 def main(args: Args) -> dict:
     train, held_out, path = prepare(args, "meanflow")
-    actor, tilt_step = None, None
+    actor, tilt_step, tilt_digest = None, None, None
     if not math.isinf(args.tilt_temperature):
         rebrac_path = args.rebrac_checkpoint or checkpoint_path(args.env_id, "rebrac", args.seed)
         actor, _, rebrac = load_rebrac(rebrac_path, args.env_id, args.seed)
-        actor, tilt_step = actor.to(args.device).eval(), rebrac["step"]
+        actor, tilt_step, tilt_digest = actor.to(args.device).eval(), rebrac["step"], weights_digest(rebrac["actor"])
     train["tilt"] = tilt_weights(actor, train["observations"], train["actions"], args.tilt_temperature)
     print(
         f"[meanflow] tilt τ={args.tilt_temperature}: effective sample size "
@@ -230,7 +231,11 @@ def main(args: Args) -> dict:
         held_out,
         path,
         # which ReBRAC tilted the data: resuming under another one's tilt would train on two weightings
-        meta={"tilt_temperature": args.tilt_temperature, "tilt_rebrac_step": tilt_step},
+        meta={
+            "tilt_temperature": args.tilt_temperature,
+            "tilt_rebrac_step": tilt_step,
+            "tilt_rebrac_digest": tilt_digest,
+        },
         ema_decay=args.ema_decay,
     )
 

@@ -996,15 +996,23 @@ class Sweep:
 
     def check_tilt(self, node: Node, ckpt: dict, path: str) -> None:
         """A saved MeanFlow, finished or not, must have been tilted by the ReBRAC this sweep trains (not, say,
-        by the 100k checkpoint of a ReBRAC since extended to 200k): to be reused, or resumed."""
+        by the 100k checkpoint of a ReBRAC since extended to 200k, or by another ReBRAC copied in): to be
+        reused, or resumed. Checked by the ReBRAC's step and by its actor's weights (MeanFlows saved before the
+        digest was recorded: by the step only)."""
         if node.stage != "meanflow":
             return
-        tilted_by = ckpt.get("tilt_rebrac_step")
-        if tilted_by is not None and tilted_by != self.budget(node.env_id, "rebrac"):
+        tilted_by, budget = ckpt.get("tilt_rebrac_step"), self.budget(node.env_id, "rebrac")
+        retrain = "delete it and its _step snapshots to retrain MeanFlow"
+        if tilted_by is not None and tilted_by != budget:
             raise RuntimeError(
-                f"{path} was tilted by ReBRAC at update {tilted_by}, but this sweep's ReBRAC trains to "
-                f"{self.budget(node.env_id, 'rebrac')}: delete it and its _step snapshots to retrain MeanFlow"
+                f"{path} was tilted by ReBRAC at update {tilted_by}, this sweep's trains to {budget}: {retrain}"
             )
+        rebrac = read_checkpoint(self.ckpt(node.env_id, "rebrac", node.seed))
+        if ckpt.get("tilt_rebrac_digest") is not None and rebrac is not None:
+            from common import weights_digest
+
+            if ckpt["tilt_rebrac_digest"] != weights_digest(rebrac["actor"]):
+                raise RuntimeError(f"{path} was tilted by another ReBRAC than this sweep's: {retrain}")
 
     def made_with(self, env_id: str) -> dict:
         """What a summary records of how its models were made: the budgets, and β_a where a flag set it."""

@@ -215,7 +215,7 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
     assert fourth["statuses"][(env_id, 0, "rebrac")] == "done"
     assert fourth["failed"] == [(env_id, 0, "meanflow")]
     failure = (root / "failures").glob("*meanflow*")
-    assert "tilted by ReBRAC at update 20, but this sweep's ReBRAC trains to 30: delete it" in next(failure).read_text()
+    assert "tilted by ReBRAC at update 20, this sweep's trains to 30: delete it" in next(failure).read_text()
 
 
 def test_ctrl_c_stops_the_sweep_in_one_line(monkeypatch, tmp_path):
@@ -356,6 +356,27 @@ def test_rebrac_actor_bc_coef_reaches_rebrac_and_a_checkpoint_with_another_is_no
     assert default.prepare(default.nodes[("walker2d-expert", 0, "rebrac")]) is None  # skipped: on record
     with pytest.raises(RuntimeError, match="trained with β_a 0.01, this sweep asks for 1.0"):
         raised.prepare(raised.nodes[("walker2d-expert", 0, "rebrac")])
+
+
+def test_a_meanflow_tilted_by_another_rebrac_at_the_same_step_is_not_reused(tmp_path):
+    """A finished MeanFlow records the actor that tilted its data; under another ReBRAC (e.g. one copied in,
+    trained with another β_a) it is refused in one line, under its own it is skipped as done."""
+    from common import weights_digest
+
+    args = sweep.Args(preset="smoke", env_ids=["hopper-medium"], seeds=[0], root=str(tmp_path))
+    s = sweep.Sweep(args, *sweep.resolve(args))
+    actor = {"net.0.weight": torch.ones(2, 3)}
+    os.makedirs(os.path.dirname(s.ckpt("hopper-medium", "rebrac", 0)))
+    torch.save({"step": 20, "actor": actor}, s.ckpt("hopper-medium", "rebrac", 0))  # finished (smoke: 20)
+    node = s.nodes[("hopper-medium", 0, "meanflow")]
+    for tilted_by, refused in ((actor, False), ({"net.0.weight": torch.zeros(2, 3)}, True)):
+        meanflow = {"step": 30, "tilt_rebrac_step": 20, "tilt_rebrac_digest": weights_digest(tilted_by)}
+        torch.save(meanflow, s.ckpt("hopper-medium", "meanflow", 0))
+        if refused:
+            with pytest.raises(RuntimeError, match="tilted by another ReBRAC than this sweep's: delete it"):
+                s.prepare(node)
+        else:
+            assert s.prepare(node) is None and node.status == "skipped"
 
 
 def test_an_environment_gets_its_own_world_model_budgets(capsys):

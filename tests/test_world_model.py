@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from common import one_step_rmse
+from common import one_step_rmse, weights_digest
 from train_dynamics import DiffusionDynamics, cosine_alpha_bar, load_dynamics
 from train_reward import load_reward
 
@@ -179,8 +179,11 @@ def test_dynamics_and_meanflow_resume_at_the_saved_step(pipeline, capsys):
             assert set(after) >= {"model", "raw_model"}
             assert not torch.equal(after["model"]["net.0.weight"], after["raw_model"]["net.0.weight"])
             # data tilted by another ReBRAC checkpoint than this run's: resuming would mix two weightings
-            tilted_by = after["tilt_rebrac_step"]
-            assert tilted_by == torch.load(pipeline["ckpt"]["rebrac"], weights_only=True)["step"]
+            tilted_by, rebrac = after["tilt_rebrac_step"], torch.load(pipeline["ckpt"]["rebrac"], weights_only=True)
+            assert tilted_by == rebrac["step"] and after["tilt_rebrac_digest"] == weights_digest(rebrac["actor"])
             torch.save({**after, "tilt_rebrac_step": tilted_by + 1}, path)
             with pytest.raises(SystemExit, match=f"tilt_rebrac_step {tilted_by + 1} \\(this run: {tilted_by}\\)"):
+                module.main(resume(after["step"] + 20))
+            torch.save({**after, "tilt_rebrac_digest": "another actor"}, path)  # same step, other weights
+            with pytest.raises(SystemExit, match="tilt_rebrac_digest another actor"):
                 module.main(resume(after["step"] + 20))
