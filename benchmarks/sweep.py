@@ -1007,8 +1007,10 @@ class Sweep:
             raise RuntimeError(
                 f"{path} was tilted by ReBRAC at update {tilted_by}, this sweep's trains to {budget}: {retrain}"
             )
+        if ckpt.get("tilt_rebrac_digest") is None:  # saved before the digest was recorded
+            return
         rebrac = read_checkpoint(self.ckpt(node.env_id, "rebrac", node.seed))
-        if ckpt.get("tilt_rebrac_digest") is not None and rebrac is not None:
+        if rebrac is not None:
             from common import weights_digest
 
             if ckpt["tilt_rebrac_digest"] != weights_digest(rebrac["actor"]):
