@@ -487,7 +487,23 @@ def header_lines(runs: dict) -> list[str]:
             + (f", cut at {cut} steps" if cut else ", full length")
         )
     lines.append("Training seeds: " + "; ".join(f"{e}: {v}" for e, v in seeds.items()))
+    lines.append(row_roots(runs))
     return lines
+
+
+def row_roots(runs: dict) -> str:
+    """Which sweep root made each row: the folder its ReBRAC checkpoint lay under (<root>/checkpoints/<env>/...),
+    relative to the repository, so that a table merged from several sweeps still says where each row came from."""
+    roots: dict[str, dict[str, None]] = {}
+    for env_id, by_seed in sorted(runs.items()):
+        for seed, by_wm in sorted(by_seed.items()):
+            for summary in by_wm.values():
+                path = summary.get("models", {}).get("rebrac", {}).get("path")
+                root = os.path.relpath(os.path.dirname(os.path.dirname(os.path.dirname(path))), REPO) if path else "?"
+                roots.setdefault(root, {})[f"{env_id}:{seed}"] = None
+    return "Rows by sweep root (relative to the repository): " + "; ".join(
+        f"`{root}`: {', '.join(rows)}" for root, rows in sorted(roots.items())
+    )
 
 
 def write_table(
@@ -507,7 +523,9 @@ def write_table(
 ) -> None:
     pct = f"{100 * confidence:g} %"
     out = (
-        ["# ITPO against ReBRAC", "", f"Sweep: `{root}`", ""] + [f"- {h}" for h in header] + ["", "## Per dataset", ""]
+        ["# ITPO against ReBRAC", "", f"Read from: `{root}`", ""]
+        + [f"- {h}" for h in header]
+        + ["", "## Per dataset", ""]
     )
     out += [
         (

@@ -151,6 +151,7 @@ def test_sweep_runs_the_graph_resumes_and_reports(pipeline, tmp_path):
     assert len(list((results / "curves").glob("*.json"))) == 4
     table = (results / "table.md").read_text()
     assert env_id in table
+    assert f"`{os.path.relpath(root, ROOT)}`: {env_id}:0" in table  # the root that made the row
     curve_lines = [line for line in table.splitlines() if line.startswith(f"| {env_id} | ITPO-")]
     # 2 points of ReBRAC's curve and 2 of the world model's, per world model
     assert len(curve_lines) == 8, table
@@ -487,6 +488,23 @@ def test_alpha_ties_keep_the_smaller_step_size(tmp_path):
     assert s.planner_record("hopper-medium", 0, "mppi")["chosen"] == 0.5
     with pytest.raises(SystemExit, match="unknown dataset"):
         sweep.resolve(sweep.Args(env_ids=["hopper-mediocre"]))
+
+
+def test_a_merged_table_says_which_sweep_root_made_each_row():
+    def summary(root, env_id, seed):
+        return {"models": {"rebrac": {"path": f"{root}/checkpoints/{env_id}/rebrac_seed{seed}.pt"}}}
+
+    runs = {
+        "hopper-medium": {
+            0: {"ddpm": summary("/x/a", "hopper-medium", 0)},
+            1: {"ddpm": summary("/x/b", "hopper-medium", 1)},
+        },
+        "walker2d-medium": {0: {"ddpm": summary("/x/a", "walker2d-medium", 0), "meanflow": {"models": {}}}},
+    }
+    line = report.row_roots(runs)
+    a, b = (os.path.relpath(p, ROOT) for p in ("/x/a", "/x/b"))
+    assert f"`{a}`: hopper-medium:0, walker2d-medium:0" in line and f"`{b}`: hopper-medium:1" in line
+    assert "`?`: walker2d-medium:0" in line  # a summary without its checkpoints' paths is not given a root
 
 
 # ---------------------------------------------------------------------------------------------
