@@ -7,7 +7,8 @@ Reads every `<root>/summaries/*.json` (one per dataset, seed and world model), `
 `<root>/planners/*.json` (plan_eval's runs) and the checkpoints' training histories under
 `<root>/checkpoints/`, and writes into `--out`:
 
-    table.md             per dataset: mean normalised score with a 95 % percentile-bootstrap interval
+    table.md             a header with the budgets, seeds and the sweep root each row was made in; then
+                         per dataset: mean normalised score with a 95 % percentile-bootstrap interval
                          over all episodes of all seeds; the paired ITPO − ReBRAC difference (paired by
                          (seed, episode)) with its interval; α; ms per env step; then the aggregate IQM
                          over (dataset, seed) runs with rliable's stratified-bootstrap interval
