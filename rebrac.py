@@ -503,6 +503,11 @@ def train(args: Args) -> dict:
         f"[rebrac] {done} updates in {elapsed:.0f}s ({done / max(elapsed, 1e-9):.0f} updates/s incl. evaluation); "
         f"final normalised score {last_score:.1f}; checkpoint {args.checkpoint}"
     )
+    if args.env_id.startswith("antmaze") and history and not any(h["score"] > 0 for h in history):
+        print(
+            f"[rebrac] warning: 0 % success at all {len(history)} evaluations: paired with this actor, ITPO measures "
+            "nothing but goals ReBRAC never reaches; CORL trains AntMaze's ReBRAC 1M updates (--total-updates)"
+        )
     writer.close()
     # cpu_seconds: this process's CPU time, what the loop costs on a machine shared with other jobs
     return {"score": last_score, "updates": done, "seconds": elapsed, "cpu_seconds": time.process_time() - cpu0}

@@ -323,6 +323,8 @@ def test_itpo_runs_on_the_local_set_and_reports_both_success_rates(local_sets, c
     ckpt, summary = run_stages("antmaze-umaze", None, max_episode_steps=30)
     out = capsys.readouterr().out
     assert "[itpo] success rate" in out and "[rebrac] success rate" in out
+    never = not any(h["score"] > 0 for h in ckpt["history"])  # 4 updates: almost surely never
+    assert ("[rebrac] warning: 0 % success at all 1 evaluations" in out) == never
     ours = common.describe_env(common.make_env("antmaze-umaze"))
     assert summary["itpo"]["env"] == summary["rebrac"]["env"] == ckpt["eval_env"] == ours
     assert summary["itpo"]["lengths"] == [30, 30]

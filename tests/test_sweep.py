@@ -408,6 +408,13 @@ def test_antmaze_rows_take_more_episodes():
     args = sweep.Args(preset="cpu", runs=["hopper-medium:0", "antmaze-umaze:0"], root="x")
     s = sweep.Sweep(args, *sweep.resolve(args))
     assert [s.stage_kwargs(e, 0, "dynamics")["total_steps"] for e, _ in s.pairs] == [50_000, 200_000]
+    # ReBRAC: CORL's 1M updates on AntMaze (the medium maze succeeds nowhere at 200k), its curve to match
+    rebrac = [s.stage_kwargs(e, 0, "rebrac") for e, _ in s.pairs]
+    assert [(k["total_updates"], k["snapshot_every"]) for k in rebrac] == [(200_000, 25_000), (1_000_000, 100_000)]
+    assert s.curve("antmaze-umaze", "rebrac") == [200_000, 500_000, 1_000_000]
+    flagged = sweep.Args(preset="cpu", runs=["antmaze-umaze:0"], rebrac_updates=200_000, rebrac_curve=[100_000])
+    s_flagged = sweep.Sweep(flagged, *sweep.resolve(flagged))
+    assert s_flagged.stage_kwargs("antmaze-umaze", 0, "rebrac")["total_updates"] == 200_000
     for env_id, n, n_tune in (("hopper-medium", 10, 5), ("antmaze-umaze", 50, 10)):
         paths = s.model_paths(env_id, 0, "ddpm")
         assert [s.run_kwargs(env_id, 0, "ddpm", t, paths, "x")["episodes"] for t in (False, True)] == [n, n_tune]
