@@ -386,7 +386,7 @@ def dataset_rows(runs: dict, reps: int, confidence: float, seed: int) -> list[di
                 base.update(episode_scores(runs[env_id][s][wm], "rebrac"))
             row["diff"][wm] = paired_difference(itpo, base, reps, confidence, seed)
             alphas = {s: runs[env_id][s][wm].get("alpha", {}).get("chosen") for s in with_wm}
-            if len(set(alphas.values())) == 1:
+            if len(set(alphas.values())) == 1 and len(with_wm) == len(seeds):
                 row["alpha"][wm] = f"{next(iter(alphas.values()))!r}"
             else:
                 row["alpha"][wm] = ", ".join(f"{a!r} (s{s})" for s, a in alphas.items())
@@ -531,7 +531,9 @@ def write_table(
     out += [
         (
             f"Normalised score, mean [{pct} percentile-bootstrap interval over all episodes of all seeds]; "
-            f"Δ = ITPO − ReBRAC paired by (seed, episode), with its {pct} bootstrap interval over the pairs."
+            f"Δ = ITPO − ReBRAC paired by (seed, episode), with its {pct} bootstrap interval over the pairs. "
+            "An α column names the seeds (α (sN)) where their α differ or where that world model ran on only "
+            "some of the row's seeds: its score and Δ are then over those seeds."
         ),
         "",
     ]

@@ -628,6 +628,20 @@ def test_report_on_hand_made_summaries(tmp_path):
     assert len(list((tmp_path / "results" / "summaries").glob("*.json"))) == 10
 
 
+def test_a_world_model_run_on_fewer_seeds_names_them(tmp_path):
+    """Seeds 0–1 with the DDPM, seed 1 alone with MeanFlow: the MeanFlow cells are seed 1's and say so."""
+    rng = np.random.default_rng(1)
+    os.makedirs(tmp_path / "summaries")
+    rebrac = {s: rng.normal(50, 10, 10) for s in (0, 1)}
+    for seed, wm in ((0, "ddpm"), (1, "ddpm"), (1, "meanflow")):
+        s = fake_summary("walker2d-medium-replay", seed, wm, rebrac[seed] + 5 * (seed + 1), rebrac[seed], 5e-5)
+        (tmp_path / "summaries" / f"walker2d-medium-replay_seed{seed}_{wm}.json").write_text(json.dumps(s))
+    out = report.main(report.Args(root=str(tmp_path), out=str(tmp_path / "results"), reps=200))
+    (row,) = out["rows"]
+    assert row["alpha"] == {"ddpm": "5e-05", "meanflow": "5e-05 (s1)"}
+    assert row["diff"]["meanflow"][0] == pytest.approx(10.0) and row["diff"]["ddpm"][0] == pytest.approx(7.5)
+
+
 def test_report_adds_a_sweep_to_an_earlier_report(tmp_path):
     """--include: a grid run in parts (its first sweep folder gone) makes one table; where both hold a run,
     the sweep's own summary wins; training histories travel in the report (no checkpoints needed)."""
