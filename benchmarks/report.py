@@ -223,7 +223,7 @@ def planner_rows(planners: dict, runs: dict, reps: int, confidence: float, seed:
                     "env_id": env_id,
                     "label": label,
                     "wm": wm,
-                    "settings": next(iter(runs_here.values()))["settings"],
+                    "budget": planner_budgets({s: r["settings"] for s, r in runs_here.items()}),
                     "seeds": sorted(runs_here),
                     "score": bootstrap_ci(list(mine.values()), reps, confidence, seed),
                     "diff": paired_difference(mine, base, reps, confidence, seed) if base else None,
@@ -249,6 +249,14 @@ def planner_budget(settings: dict) -> str:
             f"k {settings['elites']}, τ {settings['temperature']!r}"
         )
     return f"M {settings['particles']}, E {settings['shooting_steps']}, step {settings['step_size']!r}"
+
+
+def planner_budgets(settings: dict[int, dict]) -> str:
+    """The budget of a planner's row: one text, or each seed's where they differ (N and M are timed per seed)."""
+    texts = {s: planner_budget(v) for s, v in settings.items()}
+    if len(set(texts.values())) == 1:
+        return next(iter(texts.values()))
+    return "; ".join(f"{t} (s{s})" for s, t in texts.items())
 
 
 def tuning_text(tuned: list[dict | None]) -> str:
@@ -645,7 +653,7 @@ def write_table(
                 ratio += ("; " if ratio else "") + "side by side " + ", ".join(f"{x:.2f}×" for x in r["side_by_side"])
             ratio = f" ({ratio})" if ratio else ""
             out.append(
-                f"| {r['env_id']} | {r['label']} | {r['wm']} | {planner_budget(r['settings'])} | {fmt(r['score'])} | "
+                f"| {r['env_id']} | {r['label']} | {r['wm']} | {r['budget']} | {fmt(r['score'])} | "
                 f"{fmt(r['diff'], True)} | {fmt(r['itpo_over'], True)} | {r['ms']:.1f}{ratio} | {itpo_ms} | "
                 f"{tuning_text(r['tuned'])} | {len(r['seeds'])} |"
             )
