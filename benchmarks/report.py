@@ -223,7 +223,8 @@ def planner_rows(planners: dict, runs: dict, reps: int, confidence: float, seed:
                     "env_id": env_id,
                     "label": label,
                     "wm": wm,
-                    "budget": planner_budgets({s: r["settings"] for s, r in runs_here.items()}),
+                    # N and M are timed per (dataset, seed): each seed's budget where they differ
+                    "budget": per_seed({s: planner_budget(r["settings"]) for s, r in runs_here.items()}, "; "),
                     "seeds": sorted(runs_here),
                     "score": bootstrap_ci(list(mine.values()), reps, confidence, seed),
                     "diff": paired_difference(mine, base, reps, confidence, seed) if base else None,
@@ -251,12 +252,11 @@ def planner_budget(settings: dict) -> str:
     return f"M {settings['particles']}, E {settings['shooting_steps']}, step {settings['step_size']!r}"
 
 
-def planner_budgets(settings: dict[int, dict]) -> str:
-    """The budget of a planner's row: one text, or each seed's where they differ (N and M are timed per seed)."""
-    texts = {s: planner_budget(v) for s, v in settings.items()}
-    if len(set(texts.values())) == 1:
+def per_seed(texts: dict[int, str], sep: str, seeds: list[int] | None = None) -> str:
+    """A row's cell: the one text its seeds share (all of `seeds`, if given), else each seed's as `text (sN)`."""
+    if len(set(texts.values())) == 1 and (seeds is None or len(texts) == len(seeds)):
         return next(iter(texts.values()))
-    return "; ".join(f"{t} (s{s})" for s, t in texts.items())
+    return sep.join(f"{t} (s{s})" for s, t in texts.items())
 
 
 def tuning_text(tuned: list[dict | None]) -> str:
@@ -393,11 +393,8 @@ def dataset_rows(runs: dict, reps: int, confidence: float, seed: int) -> list[di
                 itpo.update(episode_scores(runs[env_id][s][wm], "itpo"))
                 base.update(episode_scores(runs[env_id][s][wm], "rebrac"))
             row["diff"][wm] = paired_difference(itpo, base, reps, confidence, seed)
-            alphas = {s: runs[env_id][s][wm].get("alpha", {}).get("chosen") for s in with_wm}
-            if len(set(alphas.values())) == 1 and len(with_wm) == len(seeds):
-                row["alpha"][wm] = f"{next(iter(alphas.values()))!r}"
-            else:
-                row["alpha"][wm] = ", ".join(f"{a!r} (s{s})" for s, a in alphas.items())
+            alphas = {s: repr(runs[env_id][s][wm].get("alpha", {}).get("chosen")) for s in with_wm}
+            row["alpha"][wm] = per_seed(alphas, ", ", seeds)  # seeds named where they differ or some lack wm
             row["ms"][wm] = 1e3 * float(np.mean([runs[env_id][s][wm]["itpo"]["seconds_per_env_step"] for s in with_wm]))
         rows.append(row)
     return rows
