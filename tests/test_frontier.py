@@ -65,3 +65,36 @@ def test_two_points_then_a_third_resumed_from_their_json(pipeline, tmp_path):
 def test_a_bad_grid_is_one_line(pipeline, tmp_path, bad, message):
     with pytest.raises(SystemExit, match=message):
         tiny(pipeline, tmp_path, **bad)
+
+
+def test_a_point_on_fewer_seeds_is_marked_and_kept_off_the_front(tmp_path):
+    """Merging two seeds' grids whose axes differ: a point that ran on one seed only (here cheaper and better than
+    any other) must not pass as the dataset's frontier, whose other points average over both seeds."""
+    env_id = "hopper-medium-replay"
+
+    def record(seed, name, m, ms, scores, rebrac=None):
+        point = {"name": name, "method": "itpo-ddpm", "H": 5, "M": m, "E": 1, "world": "dynamics.pt"}
+        rec = {
+            "point": point,
+            "key": {"settings": {"eval_seed": 1000}},
+            "scores": scores,
+            "rebrac": rebrac,
+            "ms_per_env_step": ms,
+            "flops_per_env_step": 1e9,
+        }
+        folder = tmp_path / f"{env_id}_seed{seed}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{name}.json").write_text(frontier.json.dumps(rec))
+
+    for seed in (0, 1):
+        record(seed, "itpo-ddpm_K10_H5_M32_E1", 32, 30.0, [60.0, 70.0, 80.0], rebrac=[40.0, 50.0, 60.0])
+        record(seed, "itpo-ddpm_K10_H5_M8_E1", 8, 12.0, [50.0, 60.0, 70.0])
+    record(1, "itpo-ddpm_K10_H5_M2_E1", 2, 9.0, [90.0, 95.0, 99.0])  # on seed 1 only
+    rows = frontier.frontier_rows(frontier.load_points(str(tmp_path), env_id))
+    frontier.write_frontier(str(tmp_path), env_id, rows)
+    table = (tmp_path / f"frontier_{env_id}.md").read_text()
+    lines = {line.split("|")[2].strip(): line for line in table.splitlines() if line.startswith("| ITPO-DDPM")}
+    assert set(lines) == {"K10 H5 M2 E1 (s1)", "K10 H5 M8 E1", "K10 H5 M32 E1"}
+    assert not lines["K10 H5 M2 E1 (s1)"].rstrip().endswith("yes |")  # not on the front, though the best Δ
+    assert lines["K10 H5 M8 E1"].rstrip().endswith("yes |") and lines["K10 H5 M32 E1"].rstrip().endswith("yes |")
+    assert "Best Δ +20.0." in table and "Cheapest within 90 % of it: ITPO-DDPM K10 H5 M32 E1" in table
