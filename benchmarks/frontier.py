@@ -362,7 +362,7 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
     # Two panels on shared axes, so that the labels stay apart: ITPO-DDPM along its axes (left), and MeanFlow
     # and the planners beside ITPO-DDPM's base point (right). Each label names what differs from the base.
     base = next((r for r in rows if r["base"]), None)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 7), sharex=True, sharey=True)
     panels = (["itpo-ddpm"], ["itpo-meanflow", "itpo-meanflow-untilted", "mppi", "shooting"])
     for ax, methods in zip(axes, panels):
         for method in methods:
@@ -409,7 +409,7 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("ms per env step (log scale)")
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)  # below: off the points
     axes[0].set_ylabel("paired Δ over ReBRAC (normalised score)")
     where = f" from {config(base['point'])}" if base else ""
     axes[0].set_title(f"ITPO-DDPM: each label names what differs{where}", fontsize=10)
