@@ -15,7 +15,8 @@ the values tuned at the preset's point (the sweep's summaries record them).
 
 Resumable: one JSON per point under `<out>/<env-id>_seed<S>/` (a point whose settings and checkpoints are on
 record is not run again; one on record with others stops the tool: a grid is of one set of models). Each run
-of the tool then draws every seed found under `<out>` for its dataset:
+of the tool then draws every seed found under `<out>` for its dataset (a point that ran on only some of them is
+drawn hollow, marked `(sN)` and left out of the Pareto front and the 90 % line: its Δ is over other episodes):
 
     <out>/frontier_<env-id>.png   x: ms per env step (log), y: paired Δ with its 95 % interval, one colour per
                                   method, the Pareto front over all points dashed
