@@ -403,8 +403,8 @@ def dataset_rows(runs: dict, reps: int, confidence: float, seed: int) -> list[di
 def aggregate_matrices(runs: dict) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
     """Score matrices [num_runs, num_tasks] for rliable: entry (i, j) is the mean normalised score of
     the i-th seed on dataset j. Only algos with a run on every dataset enter, and only seeds that
-    have every entering algo; where datasets have unequal numbers of such seeds, each dataset keeps
-    its first (lowest) n seeds, n the smallest count. Returns (matrices, datasets, notes)."""
+    have every entering algo; each dataset keeps its first (lowest) n such seeds, n the smallest
+    count; the notes name every seed left out. Returns (matrices, datasets, notes)."""
     datasets = sorted(runs)
     notes = []
     if not datasets:
@@ -419,11 +419,11 @@ def aggregate_matrices(runs: dict) -> tuple[dict[str, np.ndarray], list[str], li
     n = min(len(v) for v in seeds.values())
     if n == 0:
         return {}, datasets, notes + ["no seed has every algo on every dataset: no aggregate."]
-    if any(len(v) != n for v in seeds.values()):
-        dropped = {e: v[n:] for e, v in seeds.items() if len(v) > n}
+    dropped = {e: [s for s in sorted(runs[e]) if s not in seeds[e][:n]] for e in datasets}
+    if any(dropped.values()):  # a seed that lacks an algo is left out too, and named
         notes.append(
-            f"Datasets have unequal numbers of seeds; the aggregate uses the first {n} seed(s) of each "
-            f"(left out: " + "; ".join(f"{e} seeds {v}" for e, v in dropped.items()) + ")."
+            f"The aggregate uses, per dataset, the first {n} seed(s) that have every algorithm "
+            f"(left out: " + "; ".join(f"{e} seeds {v}" for e, v in dropped.items() if v) + ")."
         )
     matrices = {
         a: np.array(

@@ -607,7 +607,7 @@ def test_report_on_hand_made_summaries(tmp_path):
         matrix = [[per_run[algo][(e, s)] for e in out["datasets"]] for s in (0, 1)]
         assert out["iqm"][algo][0] == pytest.approx(trim_mean(np.ravel(matrix), 0.25))
     table = (tmp_path / "results" / "table.md").read_text()
-    assert "unequal numbers of seeds" in table and "hopper-medium-replay seeds [2]" in table
+    assert "the first 2 seed(s) that have every algorithm" in table and "hopper-medium-replay seeds [2])" in table
     assert "rebrac_updates=25000" in table and "ITPO-MeanFlow" in table
     assert "| 95.8 | 103.1 |" in table  # the paper's hopper-medium-replay row, for orientation
     assert "| walker2d-medium (β_a 1.0) |" in table and "| hopper-medium-replay |" in table  # β_a set by a flag
@@ -640,6 +640,9 @@ def test_a_world_model_run_on_fewer_seeds_names_them(tmp_path):
     (row,) = out["rows"]
     assert row["alpha"] == {"ddpm": "5e-05", "meanflow": "5e-05 (s1)"}
     assert row["diff"]["meanflow"][0] == pytest.approx(10.0) and row["diff"]["ddpm"][0] == pytest.approx(7.5)
+    # the aggregate is seed 1's (the one seed with every algorithm), and the table names seed 0 as left out
+    assert out["iqm"]["rebrac"][0] == pytest.approx(rebrac[1].mean())
+    assert "(left out: walker2d-medium-replay seeds [0])" in (tmp_path / "results" / "table.md").read_text()
 
 
 def test_report_adds_a_sweep_to_an_earlier_report(tmp_path):
