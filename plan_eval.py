@@ -150,7 +150,7 @@ MATCHED = {"mppi": "samples", "shooting": "particles"}  # what --match-itpo choo
 def refit(candidates, values, elites: int, temperature: float, min_std: float, max_std: float):
     """MPPI's refit: candidates [N, C, H, m], values Ĵ [N, C] -> (μ [N, H, m], σ [N, H, m], the elites
     [N, k, H, m] and their weights [N, k]): the top k by Ĵ, weighted exp(τ·(Ĵ − max Ĵ)), normalised."""
-    values = torch.nan_to_num(values, nan=-torch.inf)  # a non-finite rollout is never an elite
+    values = torch.where(values.isfinite(), values, -torch.inf)  # a non-finite rollout is never an elite
     top, index = values.topk(elites, dim=1)
     elite = candidates.gather(1, index[:, :, None, None].expand(-1, -1, *candidates.shape[2:]))
     weight = torch.exp(temperature * (top - top[:, :1]))  # topk sorts: top[:, 0] is the max
@@ -172,7 +172,7 @@ class Planner:
         self.act_dim = actor.net[-2].out_features
         self.mean = torch.zeros(n, args.horizon, self.act_dim, device=dev)  # MPPI's μ, carried to the next step
         self.generator = torch.Generator(device=dev).manual_seed(args.seed)
-        self.skipped = torch.zeros((), dtype=torch.long, device=dev)  # non-finite shooting steps: plan kept
+        self.skipped = torch.zeros((), dtype=torch.long, device=dev)  # non-finite steps: plan kept, or π acts
         self.stats: dict[str, torch.Tensor] = {}
         step = self._mppi if args.planner == "mppi" else self._shooting
         mode = "reduce-overhead" if str(dev).startswith("cuda") else None
@@ -192,8 +192,8 @@ class Planner:
     def noise(self, *shape):
         return torch.randn(shape, generator=self.generator, device=self.args.device)
 
-    def _mppi(self, s0, mean, eps_pi, eps, gauss, gumbel):
-        a = self.args
+    def _mppi(self, s0, mean, eps_pi, eps, gauss, gumbel, active):
+        a, warm = self.args, mean
         pi_actions = self.returns(s0, eps_pi)[1] if a.policy_samples else None  # N_π rollouts of π
         std = torch.full_like(mean, a.max_std)
         for i in range(a.iterations):
@@ -205,7 +205,16 @@ class Planner:
         # TD-MPC2's evaluation rule: the first action of an elite drawn by its weight (Gumbel-max)
         pick = (torch.log(weight) + gumbel).argmax(1)
         action = elite[torch.arange(len(s0), device=s0.device), pick, 0]
-        stats = {"imagined_return": values.max(1).values.mean(), "std": std.mean()}
+        # where no rollout of the last iteration was finite there is no plan: π acts, the warm start is kept
+        planned = weight.sum(1) > 0
+        action = torch.where(planned[:, None], action, self.policy(self.params, s0[:, None])[:, 0])
+        mean = torch.where(planned[:, None, None], mean, warm)
+        ok, count = active & planned, (active & planned).sum().clamp(min=1)
+        stats = {
+            "imagined_return": torch.where(ok, values.nan_to_num(0.0, 0.0, 0.0).amax(1), 0.0).sum() / count,
+            "std": torch.where(ok, std.mean((1, 2)), 0.0).sum() / count,
+            "skipped": (active & ~planned).sum(),
+        }
         return action, mean, stats
 
     def _shooting(self, s0, eps, active):
@@ -217,26 +226,23 @@ class Planner:
             return j.sum(), j
 
         skipped = torch.zeros((), dtype=torch.long, device=s0.device)
-        objective, grad_norm = torch.zeros(len(s0), device=s0.device), torch.zeros(len(s0), device=s0.device)
-        ok = torch.zeros_like(active)
-        for _ in range(self.args.shooting_steps):
+        grad_norm, ok, stats = torch.zeros(len(s0), device=s0.device), torch.zeros_like(active), {}
+        for e in range(self.args.shooting_steps):
             g, objective = grad(total, has_aux=True)(plan)
             new = (plan + self.args.step_size * g).clamp(-1, 1)
             ok = active & torch.isfinite(objective) & torch.isfinite(new).flatten(1).all(1)
             plan = torch.where(ok[:, None, None], new, plan)
             skipped = skipped + (active & ~ok).sum()
             grad_norm = torch.where(ok, g.flatten(1).norm(dim=1), 0.0)
+            if e == 0:  # Ĵ of π's own plan, as ITPO logs Ĵ before its first step
+                stats["imagined_return"] = torch.where(ok, objective, 0.0).sum() / ok.sum().clamp(min=1)
         # ‖∇_a Ĵ‖ of the last step, mean over the episodes it moved: what a step size means on these models
-        stats = {
-            "imagined_return": objective.mean(),
-            "skipped": skipped,
-            "grad_norm": grad_norm.sum() / ok.sum().clamp(min=1),
-        }
+        stats |= {"skipped": skipped, "grad_norm": grad_norm.sum() / ok.sum().clamp(min=1)}
         return plan[:, 0], plan, stats
 
     def __call__(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
         a, dev = self.args, self.args.device
-        s0 = torch.as_tensor(obs, device=dev)
+        s0, active = torch.as_tensor(obs, device=dev), torch.as_tensor(alive, device=dev)
         n, h, noise_shape = len(obs), a.horizon, self.world.noise_shape
         if a.compile and str(dev).startswith("cuda"):
             torch.compiler.cudagraph_mark_step_begin()
@@ -250,13 +256,12 @@ class Planner:
                 self.noise(n, a.iterations, candidates, h, *noise_shape),
                 self.noise(n, a.iterations, a.samples, h, self.act_dim),
                 -torch.log(-torch.log(torch.rand(n, a.elites, generator=self.generator, device=dev))),
+                active,
             )
             self.mean = mean.clone()
         else:
-            action, _, stats = self.step(
-                s0, self.noise(n, a.particles, h, *noise_shape), torch.as_tensor(alive, device=dev)
-            )
-            self.skipped = self.skipped + stats["skipped"]
+            action, _, stats = self.step(s0, self.noise(n, a.particles, h, *noise_shape), active)
+        self.skipped = self.skipped + stats["skipped"]
         self.stats = {k: v.clone() for k, v in stats.items() if k != "skipped"}
         return action.detach().cpu().numpy()
 

@@ -135,9 +135,15 @@ def parse_mppi(text: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 # The grid
 # ---------------------------------------------------------------------------------------------
+def require_checkpoint(path: str) -> None:
+    if not os.path.exists(path):
+        sys.exit(f"error: no checkpoint {path}: train it (README: Pipeline) or point --checkpoints at a sweep's")
+
+
 def ddpm_steps(path: str) -> int:
     import torch
 
+    require_checkpoint(path)
     return int(torch.load(path, map_location="cpu", weights_only=True)["config"]["diffusion_steps"])
 
 
@@ -173,7 +179,14 @@ def grid(args: Args) -> list[dict]:
         points.append({"name": f"mppi_H{H}_I{i}_N{n}", **point})
     for e in args.inner_steps_axis if args.shooting else []:
         points.append({"name": f"shooting_H{H}_M{M}_E{e}", "method": "shooting", "H": H, "M": M, "E": e, "world": ddpm})
-    return list({p["name"]: p for p in points}.values())  # the axes cross at the base point: once each
+    unique = {}
+    for p in points:  # the axes cross at the base point: once each
+        if unique.setdefault(p["name"], p)["world"] != p["world"]:
+            sys.exit(
+                f"error: {unique[p['name']]['world']} and {p['world']} would both be point {p['name']}: give "
+                "--ddpm-variants only DDPMs with another number of reverse steps than the base and each other"
+            )
+    return list(unique.values())
 
 
 def run_args(args: Args, point: dict, baseline: bool):
@@ -256,7 +269,10 @@ def evaluate_point(args: Args, point: dict, baseline: bool) -> dict:
         "key": key,
         "scores": summary[which]["normalized_scores"],
         "rebrac": summary["rebrac"]["normalized_scores"] if baseline else None,
-        "ms_per_env_step": 1e3 * summary[which]["seconds_per_env_step"],
+        "ms_per_env_step": 1e3 * summary[which]["seconds_per_env_step"],  # per transition of the episodes run
+        # the cost: a lockstep step plans all N episodes, fallen ones too; per episode it does not depend on scores
+        "ms_per_episode_step": 1e3 * summary[which]["seconds_per_step"] / args.episodes,
+        "lengths": summary[which]["lengths"],
         "flops_per_env_step": flops_per_env_step(module, run),
         "device": device_name(args.device),
         "seconds": summary[which]["wall_seconds"],
@@ -272,8 +288,11 @@ def evaluate_point(args: Args, point: dict, baseline: bool) -> dict:
 # The frontier of a dataset, over every seed on record
 # ---------------------------------------------------------------------------------------------
 def load_points(out: str, env_id: str) -> dict[str, dict]:
-    """{point name: {point, ms, gflop, scores {(seed, episode): v}, rebrac {(seed, episode): v}, seeds}}."""
-    by_name, rebrac = {}, {}
+    """{point name: {point, ms, per_transition, gflop, scores {(seed, episode): v}, rebrac {(seed, episode): v},
+    seeds, devices {seed: CPU or GPU}}}. ms: a lockstep step's wall time per episode; records written before
+    the tool kept it hold only the wall time per transition of the episodes run (per_transition: true), which
+    is the same where no episode ended early and dearer where some did."""
+    by_name, rebrac, devices = {}, {}, {}
     for folder in sorted(glob.glob(os.path.join(out, f"{env_id}_seed*"))):
         seed = int(folder.rsplit("_seed", 1)[1])
         for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
@@ -284,29 +303,39 @@ def load_points(out: str, env_id: str) -> dict[str, dict]:
             if rec["rebrac"] is not None:
                 rebrac.update({(seed, first + i): v for i, v in enumerate(rec["rebrac"])})
             entry = by_name.setdefault(
-                rec["point"]["name"], {"point": rec["point"], "ms": [], "gflop": [], "scores": {}}
+                rec["point"]["name"],
+                {"point": rec["point"], "ms": [], "per_transition": False, "gflop": [], "scores": {}},
             )
             entry["base"] = entry.get("base", False) or rec["rebrac"] is not None  # the grid's first point
-            entry["ms"].append(rec["ms_per_env_step"])
+            entry["ms"].append(rec.get("ms_per_episode_step", rec["ms_per_env_step"]))
+            entry["per_transition"] |= "ms_per_episode_step" not in rec
+            devices.setdefault(seed, set()).add(rec["device"])
             entry["gflop"].append(rec["flops_per_env_step"] / 1e9)
             entry["scores"].update(scores)
     for entry in by_name.values():
         entry["rebrac"] = {k: rebrac[k] for k in entry["scores"] if k in rebrac}
         entry["seeds"] = sorted({s for s, _ in entry["scores"]})
+        entry["devices"] = {s: ", ".join(sorted(devices[s])) for s in entry["seeds"]}
     return by_name
 
 
 def frontier_rows(points: dict[str, dict]) -> list[dict]:
     rows = []
     for name, e in points.items():
-        paired = {k: v for k, v in e["scores"].items() if k in e["rebrac"]}
-        diff = paired_difference(paired, e["rebrac"]) if paired and len(e["rebrac"]) == len(paired) else None
+        # Δ only where every episode of the point has its ReBRAC pair: never over a silent subset
+        diff = (
+            paired_difference(e["scores"], e["rebrac"])
+            if e["rebrac"] and len(e["rebrac"]) == len(e["scores"])
+            else None
+        )
         rows.append(
             {
                 "name": name,
                 "point": e["point"],
                 "base": e["base"],
                 "ms": float(np.mean(e["ms"])),
+                "per_transition": e["per_transition"],
+                "devices": e["devices"],
                 "gflop": float(np.mean(e["gflop"])),
                 "score": bootstrap_ci(list(e["scores"].values())),
                 "rebrac": bootstrap_ci(list(e["rebrac"].values())) if e["rebrac"] else None,
@@ -314,7 +343,7 @@ def frontier_rows(points: dict[str, dict]) -> list[dict]:
                 "seeds": e["seeds"],
             }
         )
-    return sorted(rows, key=lambda r: r["ms"])
+    return sorted(rows, key=lambda r: (r["ms"], -(r["diff"] or [0])[0]))  # at equal cost the higher Δ first
 
 
 def pareto(rows: list[dict]) -> list[dict]:
@@ -396,7 +425,7 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
                     textcoords="offset points",
                     color=colour,
                 )
-        if ax is axes[1] and base is not None:
+        if ax is axes[1] and base is not None and base["diff"] is not None:
             label = f"{METHODS[base['point']['method']][0]} {config(base['point'])} (base)"
             ax.plot(base["ms"], base["diff"][0], "*", ms=12, color=METHODS[base["point"]["method"]][1], label=label)
         if front:
@@ -420,24 +449,36 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
     fig.savefig(os.path.join(out, f"frontier_{env_id}.png"), dpi=120)
     plt.close(fig)
 
+    dagger = lambda r: "†" if r["per_transition"] else ""  # noqa: E731
     only = lambda r: "" if r["seeds"] == seeds else " (" + ", ".join(f"s{s}" for s in r["seeds"]) + ")"  # noqa: E731
     fmt = lambda ci, sign="": "—" if ci is None else f"{ci[0]:{sign}.1f} [{ci[1]:{sign}.1f}, {ci[2]:{sign}.1f}]"  # noqa: E731
+    machines = {s: d for r in rows for s, d in r["devices"].items()}
     lines = [
         f"# What each millisecond buys: {env_id}",
         "",
         f"Seeds {seeds}; every point paired against ReBRAC on the same (seed, episode); 95 % bootstrap intervals; "
-        "ms per env step as measured in each point's run; GFLOP per env step of one episode (torch's counter). "
-        "A configuration marked (sN) ran on those seeds only: its Δ is over their episodes, so it stays out of "
-        "the Pareto front and the 90 % line.",
+        "ms per env step as measured in each point's run: the wall time of a lockstep step (all episodes planned "
+        "at once, ended ones too) per episode, the mean over seeds; GFLOP per env step of one episode (torch's "
+        "counter). A configuration marked (sN) ran on those seeds only: its Δ is over their episodes, so it stays "
+        "out of the Pareto front and the 90 % line.",
+        "",
+        "ms measured on: " + "; ".join(f"seed {s}: {machines[s]}" for s in sorted(machines)) + ".",
         "",
         "| method | configuration | ms/step | GFLOP/step | score | Δ over ReBRAC | on the Pareto front |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {METHODS[r['point']['method']][0]} | {config(r['point']) + only(r)} | {r['ms']:.1f} | "
+            f"| {METHODS[r['point']['method']][0]} | {config(r['point']) + only(r)} | {r['ms']:.1f}{dagger(r)} | "
             f"{r['gflop']:.3g} | {fmt(r['score'])} | {fmt(r['diff'], '+')} | {'yes' if r in front else ''} |"
         )
+    if any(r["per_transition"] for r in rows):
+        lines += [
+            "",
+            "†: on some seed recorded before the tool kept a lockstep step's time: the wall time per transition of "
+            "the episodes run, the same where every episode ran to the end, dearer by up to the share of "
+            "episode-steps after a fall.",
+        ]
     ranked = [r for r in complete if r["diff"] is not None]
     if ranked:
         best = max(r["diff"][0] for r in ranked)
@@ -457,8 +498,7 @@ def main(args: Args) -> list[dict]:
 
     points = grid(args)
     for path in [p["world"] for p in points]:
-        if not os.path.exists(path):
-            sys.exit(f"error: no checkpoint {path}: train it (README: Pipeline) or point --checkpoints at a sweep's")
+        require_checkpoint(path)
     print(f"[frontier] {args.env_id} seed {args.seed}: {len(points)} points, α {args.step_size!r} kept throughout")
     for i, point in enumerate(tqdm(points, desc="points")):
         evaluate_point(args, point, baseline=i == 0)

@@ -44,6 +44,9 @@ def test_two_points_then_a_third_resumed_from_their_json(pipeline, tmp_path):
     assert 1.5 < large["gflop"] / small["gflop"] < 2.5  # the FLOPs of a decision grow with M
     for r in rows:  # every point paired against the one ReBRAC run, on the same episodes
         assert r["diff"] is not None and r["rebrac"] == small["rebrac"] and r["ms"] > 0
+    for path in folder.glob("*.json"):  # a lockstep step per episode costs at most a transition of those run
+        rec = frontier.json.loads(path.read_text())
+        assert len(rec["lengths"]) == 2 and 0 < rec["ms_per_episode_step"] <= rec["ms_per_env_step"] * (1 + 1e-9)
     assert (tmp_path / f"frontier_{pipeline['env_id']}.png").stat().st_size > 0
     table = (tmp_path / f"frontier_{pipeline['env_id']}.md").read_text()
     assert "| ITPO-DDPM | K3 H2 M8 E1 |" in table and "Best Δ" in table
@@ -67,29 +70,32 @@ def test_a_bad_grid_is_one_line(pipeline, tmp_path, bad, message):
         tiny(pipeline, tmp_path, **bad)
 
 
+def record(folder, name, m, ms, scores, rebrac=None, **more):
+    """A point's JSON as the tool writes it (ms_per_env_step alone: as written before it kept a step's time)."""
+    point = {"name": name, "method": "itpo-ddpm", "H": 5, "M": m, "E": 1, "world": "dynamics.pt"}
+    rec = {
+        "point": point,
+        "key": {"settings": {"eval_seed": 1000}},
+        "scores": scores,
+        "rebrac": rebrac,
+        "ms_per_env_step": ms,
+        "flops_per_env_step": 1e9,
+        "device": "a CPU",
+        **more,
+    }
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.json").write_text(frontier.json.dumps(rec))
+
+
 def test_a_point_on_fewer_seeds_is_marked_and_kept_off_the_front(tmp_path):
     """Merging two seeds' grids whose axes differ: a point that ran on one seed only (here cheaper and better than
     any other) must not pass as the dataset's frontier, whose other points average over both seeds."""
     env_id = "hopper-medium-replay"
-
-    def record(seed, name, m, ms, scores, rebrac=None):
-        point = {"name": name, "method": "itpo-ddpm", "H": 5, "M": m, "E": 1, "world": "dynamics.pt"}
-        rec = {
-            "point": point,
-            "key": {"settings": {"eval_seed": 1000}},
-            "scores": scores,
-            "rebrac": rebrac,
-            "ms_per_env_step": ms,
-            "flops_per_env_step": 1e9,
-        }
-        folder = tmp_path / f"{env_id}_seed{seed}"
-        folder.mkdir(exist_ok=True)
-        (folder / f"{name}.json").write_text(frontier.json.dumps(rec))
-
-    for seed in (0, 1):
-        record(seed, "itpo-ddpm_K10_H5_M32_E1", 32, 30.0, [60.0, 70.0, 80.0], rebrac=[40.0, 50.0, 60.0])
-        record(seed, "itpo-ddpm_K10_H5_M8_E1", 8, 12.0, [50.0, 60.0, 70.0])
-    record(1, "itpo-ddpm_K10_H5_M2_E1", 2, 9.0, [90.0, 95.0, 99.0])  # on seed 1 only
+    seed = lambda s: tmp_path / f"{env_id}_seed{s}"  # noqa: E731
+    for s in (0, 1):
+        record(seed(s), "itpo-ddpm_K10_H5_M32_E1", 32, 30.0, [60.0, 70.0, 80.0], rebrac=[40.0, 50.0, 60.0])
+        record(seed(s), "itpo-ddpm_K10_H5_M8_E1", 8, 12.0, [50.0, 60.0, 70.0])
+    record(seed(1), "itpo-ddpm_K10_H5_M2_E1", 2, 9.0, [90.0, 95.0, 99.0])  # on seed 1 only
     rows = frontier.frontier_rows(frontier.load_points(str(tmp_path), env_id))
     frontier.write_frontier(str(tmp_path), env_id, rows)
     table = (tmp_path / f"frontier_{env_id}.md").read_text()
@@ -98,3 +104,35 @@ def test_a_point_on_fewer_seeds_is_marked_and_kept_off_the_front(tmp_path):
     assert not lines["K10 H5 M2 E1 (s1)"].rstrip().endswith("yes |")  # not on the front, though the best Δ
     assert lines["K10 H5 M8 E1"].rstrip().endswith("yes |") and lines["K10 H5 M32 E1"].rstrip().endswith("yes |")
     assert "Best Δ +20.0." in table and "Cheapest within 90 % of it: ITPO-DDPM K10 H5 M32 E1" in table
+
+
+def test_the_cost_is_a_lockstep_step_per_episode_and_every_episode_is_paired(tmp_path):
+    """Where episodes fell, the wall time per transition of the episodes run overstates a point's cost: the tool
+    plots a lockstep step's time per episode, and marks (†) records that hold only the other; a point whose
+    episodes lack some of their ReBRAC pairs gets no Δ (not one over a silent subset)."""
+    env_id = "walker2d-medium-replay"
+    seed0, seed1 = tmp_path / f"{env_id}_seed0", tmp_path / f"{env_id}_seed1"
+    record(seed0, "itpo-ddpm_K10_H5_M32_E1", 32, 30.0, [60.0, 70.0], rebrac=[40.0, 50.0], ms_per_episode_step=30.0)
+    record(seed0, "itpo-ddpm_K10_H5_M4_E1", 4, 20.0, [10.0, 70.0], ms_per_episode_step=11.0)  # one fell: 20 > 11
+    record(seed0, "itpo-ddpm_K10_H5_M8_E1", 8, 25.0, [20.0, 70.0])  # an older record: per transition only
+    record(seed1, "itpo-ddpm_K10_H5_M32_E1", 32, 30.0, [60.0, 70.0], ms_per_episode_step=30.0)  # no ReBRAC here
+    rows = {r["name"]: r for r in frontier.frontier_rows(frontier.load_points(str(tmp_path), env_id))}
+    assert rows["itpo-ddpm_K10_H5_M4_E1"]["ms"] == 11.0 and not rows["itpo-ddpm_K10_H5_M4_E1"]["per_transition"]
+    assert rows["itpo-ddpm_K10_H5_M8_E1"]["ms"] == 25.0 and rows["itpo-ddpm_K10_H5_M8_E1"]["per_transition"]
+    assert rows["itpo-ddpm_K10_H5_M4_E1"]["diff"] is not None
+    assert rows["itpo-ddpm_K10_H5_M32_E1"]["diff"] is None  # seed 1's episodes have no ReBRAC to pair with
+    frontier.write_frontier(str(tmp_path), env_id, list(rows.values()))
+    table = (tmp_path / f"frontier_{env_id}.md").read_text()
+    assert "| K10 H5 M8 E1 (s0) | 25.0† |" in table and "| K10 H5 M4 E1 (s0) | 11.0 |" in table
+    assert "ms measured on: seed 0: a CPU; seed 1: a CPU." in table
+
+
+def test_variants_that_would_share_a_name_or_lack_a_file_are_one_line(pipeline, tmp_path):
+    dynamics = pipeline["work"] / "checkpoints" / pipeline["env_id"] / "dynamics_seed0.pt"
+    copy = tmp_path / "dynamics_copy.pt"  # the same K as the base DDPM: its point would overwrite the base's
+    copy.write_bytes(dynamics.read_bytes())
+    with pytest.raises(SystemExit, match="would both be point itpo-ddpm_K3_H2_M4_E1"):
+        frontier.main(tiny(pipeline, tmp_path, ddpm_variants=[str(copy)]))
+    with pytest.raises(SystemExit, match="error: no checkpoint"):
+        frontier.main(tiny(pipeline, tmp_path, ddpm_variants=[str(tmp_path / "missing.pt")]))
+    assert not list(tmp_path.glob("*_seed0"))  # refused before any point ran

@@ -33,8 +33,8 @@ def test_a_given_action_sequence_is_scored_as_the_policy_that_took_it():
 
 
 def test_mppi_refit_by_hand():
-    candidates = torch.tensor([[[[0.0]], [[1.0]], [[-1.0]], [[0.5]]]])  # N 1, C 4, H 1, m 1
-    values = torch.tensor([[1.0, 3.0, float("nan"), 2.0]])  # nan: never an elite
+    candidates = torch.tensor([[[[0.0]], [[1.0]], [[-1.0]], [[0.5]], [[-0.5]]]])  # N 1, C 5, H 1, m 1
+    values = torch.tensor([[1.0, 3.0, float("nan"), 2.0, float("inf")]])  # a blown-up rollout: never an elite
     mean, std, elite, weight = plan_eval.refit(candidates, values, elites=2, temperature=0.5, min_std=0.05, max_std=2)
     w = torch.tensor([1.0, float(np.exp(-0.5))])
     w = w / w.sum()
@@ -87,6 +87,28 @@ def test_mppi_warm_starts_from_the_shifted_plan_and_resets(pipeline):
     assert action.shape == (2, 3) and np.abs(action).max() <= 1 and planner.mean.abs().sum() > 0
     planner.reset(torch.tensor([True, False]))
     assert planner.mean[0].abs().sum() == 0 and planner.mean[1].abs().sum() > 0
+
+
+def test_mppi_without_a_finite_rollout_acts_as_the_actor_and_counts_it(pipeline):
+    """Where no candidate's Ĵ is finite (a world model that blew up) there is no plan: π acts, the warm start is
+    kept, the step is counted as skipped, and the logged Ĵ is over the episodes that planned."""
+    args = plan_args(pipeline, samples=6, policy_samples=2, elites=3, iterations=2)
+    actor, critic, world, reward, _ = plan_eval.load_models(args)
+    planner = plan_eval.Planner(actor, critic, world, reward, args, gamma=0.99)
+    returns = planner.returns
+
+    def broken(s0, eps, actions=None):  # episode 0's every rollout is nan
+        j, taken = returns(s0, eps, actions)
+        return torch.where(torch.arange(len(j))[:, None] == 0, float("nan"), j), taken
+
+    planner.returns = broken
+    obs = np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32)
+    action = planner(obs, np.array([True, True]))
+    with torch.no_grad():
+        pi = planner.policy(planner.params, torch.as_tensor(obs)[:, None])[:, 0].numpy()
+    np.testing.assert_allclose(action[0], pi[0])
+    assert planner.skipped.item() == 1 and planner.mean[0].abs().sum() == 0 and planner.mean[1].abs().sum() > 0
+    assert torch.isfinite(planner.stats["imagined_return"]) and torch.isfinite(planner.stats["std"])
 
 
 @pytest.mark.parametrize("planner", ["mppi", "shooting"])
