@@ -328,9 +328,9 @@ def evaluate(agent: ITPOAgent, args: Args, writer: SummaryWriter | None, tag: st
         "mean": float(scores.mean()),
         "std": float(scores.std()),
         "wall_seconds": wall,
-        # one lockstep step advances every alive episode; per env step divides by all transitions
+        # a lockstep step plans every episode, ended ones too: per episode, an env step's cost whatever the scores
         "seconds_per_step": acting / max(counter["t"], 1),
-        "seconds_per_env_step": acting / max(sum(result["lengths"]), 1),
+        "seconds_per_env_step": acting / max(counter["t"] * args.episodes, 1),
         "skipped_updates": int(agent.skipped),
         # the limit the episodes ran under: --max-episode-steps where it is below the env's own
         "episode_limit": min(cuts) if cuts else None,

@@ -42,7 +42,7 @@ import tyro
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path[:0] = [p for p in (REPO, BENCH) if p not in sys.path]
-from report import bootstrap_ci, paired_difference  # noqa: E402
+from report import bootstrap_ci, ms_per_env_step, paired_difference  # noqa: E402
 
 METHODS = {  # method -> (label in the figure, colour)
     "itpo-ddpm": ("ITPO-DDPM", "tab:blue"),
@@ -269,9 +269,10 @@ def evaluate_point(args: Args, point: dict, baseline: bool) -> dict:
         "key": key,
         "scores": summary[which]["normalized_scores"],
         "rebrac": summary["rebrac"]["normalized_scores"] if baseline else None,
-        "ms_per_env_step": 1e3 * summary[which]["seconds_per_env_step"],  # per transition of the episodes run
-        # the cost: a lockstep step plans all N episodes, fallen ones too; per episode it does not depend on scores
-        "ms_per_episode_step": 1e3 * summary[which]["seconds_per_step"] / args.episodes,
+        "ms_per_env_step": 1e3 * summary[which]["seconds_per_env_step"],
+        # the cost: a lockstep step plans all N episodes, ended ones too; per episode it does not move with scores
+        # (records written before it was kept hold only ms_per_env_step, then per transition of the episodes run)
+        "ms_per_episode_step": ms_per_env_step(summary[which]),
         "lengths": summary[which]["lengths"],
         "flops_per_env_step": flops_per_env_step(module, run),
         "device": device_name(args.device),

@@ -118,6 +118,13 @@ def bootstrap_ci(values, reps: int = 10_000, confidence: float = 0.95, seed: int
     return float(x.mean()), float(lo), float(hi)
 
 
+def ms_per_env_step(result: dict) -> float:
+    """A run's cost per env step: its lockstep step (all episodes planned at once, ended ones too) per episode.
+    Summaries written before itpo_eval.py measured it that way hold the time per transition of the episodes
+    run under "seconds_per_env_step", dearer where episodes ended early: this reads both the same way."""
+    return 1e3 * result["seconds_per_step"] / len(result["lengths"])
+
+
 def paired_difference(a, b, reps: int = 10_000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high) of a − b over pairs, with the bootstrap resampling whole pairs.
 
@@ -215,7 +222,7 @@ def planner_rows(planners: dict, runs: dict, reps: int, confidence: float, seed:
                 with_itpo = runs.get(env_id, {}).get(s, {}).get(wm)
                 if with_itpo is not None:
                     itpo.update(episode_scores(with_itpo, "itpo"))
-                    itpo_ms.append(1e3 * with_itpo["itpo"]["seconds_per_env_step"])
+                    itpo_ms.append(ms_per_env_step(with_itpo["itpo"]))
             shared = {k: v for k, v in itpo.items() if k in mine}
             tuned = [summary.get("tuned") for summary in runs_here.values()]
             rows.append(
@@ -233,7 +240,7 @@ def planner_rows(planners: dict, runs: dict, reps: int, confidence: float, seed:
                         if shared
                         else None
                     ),
-                    "ms": 1e3 * float(np.mean([r[planner]["seconds_per_env_step"] for r in runs_here.values()])),
+                    "ms": float(np.mean([ms_per_env_step(r[planner]) for r in runs_here.values()])),
                     "itpo_ms": float(np.mean(itpo_ms)) if itpo_ms else None,
                     # the planner's lockstep step over ITPO's, timed side by side (plan_eval --match-itpo)
                     "side_by_side": [r["match"]["ratio"] for r in runs_here.values() if "match" in r] or None,
@@ -395,7 +402,7 @@ def dataset_rows(runs: dict, reps: int, confidence: float, seed: int) -> list[di
             row["diff"][wm] = paired_difference(itpo, base, reps, confidence, seed)
             alphas = {s: repr(runs[env_id][s][wm].get("alpha", {}).get("chosen")) for s in with_wm}
             row["alpha"][wm] = per_seed(alphas, ", ", seeds)  # seeds named where they differ or some lack wm
-            row["ms"][wm] = 1e3 * float(np.mean([runs[env_id][s][wm]["itpo"]["seconds_per_env_step"] for s in with_wm]))
+            row["ms"][wm] = float(np.mean([ms_per_env_step(runs[env_id][s][wm]["itpo"]) for s in with_wm]))
         rows.append(row)
     return rows
 
@@ -632,9 +639,9 @@ def write_table(
                 "actor's parameters instead. Δ vs ReBRAC: planner − ReBRAC; ITPO − planner: ITPO with the same "
                 f"world model on the same (seed, episode); paired, with {pct} bootstrap intervals. "
                 "Budget 'matched': MPPI's I × N chosen to cost what ITPO costs per env step; 'tdmpc2': TD-MPC2's "
-                "own (I 6 × N 512, N_π 24, k 64, τ 0.5). ms per env step divides a run's time by its transitions, "
-                "so it moves with how long the episodes last (a lockstep step costs as much with one episode "
-                "alive as with ten); 'side by side': the planner's lockstep step over ITPO's, timed in one "
+                "own (I 6 × N 512, N_π 24, k 64, τ 0.5). ms per env step: a run's lockstep step (its episodes "
+                "planned at once, ended ones too) per episode, a cost that does not move with how long the "
+                "episodes last; 'side by side': the planner's lockstep step over ITPO's, timed in one "
                 "process before the runs (`plan_eval.py --match-itpo`), the ratio the matched budget equalises "
                 "(rows without it: N fixed by the preset)."
             ),

@@ -267,7 +267,7 @@ def test_ground_truth_leaves_the_evaluation_episodes_unchanged(pipeline):
     assert gt["seconds"] > 0 and os.path.getsize(pipeline["work"] / "runs/gt_on/ground_truth.png") > 0
     # ms per env step is the agent's cost: the probes' seconds are left out of it (they cost far more)
     itpo = probed["itpo"]
-    acting = itpo["seconds_per_env_step"] * sum(itpo["lengths"])
+    acting = itpo["seconds_per_env_step"] * max(itpo["lengths"]) * len(itpo["lengths"])  # lockstep steps × N
     assert acting == pytest.approx(itpo["wall_seconds"] - gt["seconds"], rel=1e-6)
     steps = ground_truth.load_steps(pipeline["work"] / "runs/gt_on/ground_truth_steps.json")
     assert len(steps[0]["t"]) == plain["itpo"]["lengths"][0]

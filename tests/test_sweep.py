@@ -554,6 +554,17 @@ def test_iqm_of_a_known_matrix():
     assert iqm["a"][1] <= iqm["a"][0] <= iqm["a"][2]
 
 
+def lockstep(seconds, n):
+    """A run of n episodes in lockstep whose step costs `seconds` per episode, the last episode falling at step
+    100 of 1000: per transition of the episodes run (what summaries used to hold) it would look dearer."""
+    lengths = [1000] * (n - 1) + [100]
+    return {
+        "seconds_per_step": seconds * n,
+        "lengths": lengths,
+        "seconds_per_env_step": seconds * n * 1000 / sum(lengths),
+    }
+
+
 def fake_summary(env_id, seed, wm, itpo, rebrac, alpha, eval_seed=1000):
     return {
         "settings": {
@@ -567,8 +578,8 @@ def fake_summary(env_id, seed, wm, itpo, rebrac, alpha, eval_seed=1000):
             "max_episode_steps": None,
             "step_size": alpha,
         },
-        "itpo": {"normalized_scores": list(itpo), "mean": float(np.mean(itpo)), "seconds_per_env_step": 0.05},
-        "rebrac": {"normalized_scores": list(rebrac), "mean": float(np.mean(rebrac)), "seconds_per_env_step": 0.001},
+        "itpo": {"normalized_scores": list(itpo), "mean": float(np.mean(itpo)), **lockstep(0.05, len(itpo))},
+        "rebrac": {"normalized_scores": list(rebrac), "mean": float(np.mean(rebrac)), **lockstep(0.001, len(rebrac))},
         "alpha": {"chosen": alpha, "tuning_scores": {}, "tune_seeds": [2000]},
         "budgets": {"preset": "cpu", "rebrac_updates": 25000},
     }
@@ -698,8 +709,8 @@ def test_report_pairs_each_planner_with_rebrac_and_with_itpo(tmp_path):
         settings.update(world_model="ddpm", iterations=2, samples=samples, policy_samples=8, elites=16, temperature=0.5)
         plan = {
             "settings": settings,
-            "mppi": {"normalized_scores": list(mppi), "seconds_per_env_step": 0.04},
-            "rebrac": {"normalized_scores": list(rebrac), "seconds_per_env_step": 0.001},
+            "mppi": {"normalized_scores": list(mppi), **lockstep(0.04, len(mppi))},
+            "rebrac": {"normalized_scores": list(rebrac), **lockstep(0.001, len(rebrac))},
             "tuned": {"chosen": 0.5, "fixed": False, "tuning_scores": {"0.05": 40.0, "0.5": 41.0}},
             "budget": "matched",
         }
