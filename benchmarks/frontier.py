@@ -419,7 +419,7 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
                 ax.plot([r["ms"] for r in along], [r["diff"][0] for r in along], color=colour, lw=0.8)
             for r in mine:
                 ax.annotate(
-                    short_label(r["point"], base and base["point"]),
+                    short_label(r["point"], base and base["point"]) + ("†" if r["per_transition"] else ""),
                     (r["ms"], r["diff"][0]),
                     fontsize=8,
                     xytext=(4, 2),
@@ -439,7 +439,8 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
             )
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xscale("log")
-        ax.set_xlabel("ms per env step (log scale)")
+        dagger = " († per transition of the episodes run)" if any(r["per_transition"] for r in rows) else ""
+        ax.set_xlabel(f"ms per env step (log scale){dagger}")
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)  # below: off the points
     axes[0].set_ylabel("paired Δ over ReBRAC (normalised score)")
     where = f" from {config(base['point'])}" if base else ""
