@@ -211,7 +211,7 @@ class Planner:
         mean = torch.where(planned[:, None, None], mean, warm)
         ok, count = active & planned, (active & planned).sum().clamp(min=1)
         stats = {
-            "imagined_return": torch.where(ok, values.nan_to_num(0.0, 0.0, 0.0).amax(1), 0.0).sum() / count,
+            "imagined_return": torch.where(ok, values.where(values.isfinite(), -torch.inf).amax(1), 0.0).sum() / count,
             "std": torch.where(ok, std.mean((1, 2)), 0.0).sum() / count,
             "skipped": (active & ~planned).sum(),
         }

@@ -97,9 +97,15 @@ def test_mppi_without_a_finite_rollout_acts_as_the_actor_and_counts_it(pipeline)
     planner = plan_eval.Planner(actor, critic, world, reward, args, gamma=0.99)
     returns = planner.returns
 
-    def broken(s0, eps, actions=None):  # episode 0's every rollout is nan
+    last = []
+
+    def broken(s0, eps, actions=None):  # episode 0's every rollout is nan, episode 1's first one blew up (inf)
         j, taken = returns(s0, eps, actions)
-        return torch.where(torch.arange(len(j))[:, None] == 0, float("nan"), j), taken
+        j = torch.where(torch.arange(len(j))[:, None] == 0, float("nan"), j)
+        j[1] = j[1] - j[1].abs().max() - 1  # every finite Ĵ below 0: a non-finite one must not read as 0
+        j[1, 0] = float("inf")
+        last[:] = [j]
+        return j, taken
 
     planner.returns = broken
     obs = np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32)
@@ -108,7 +114,8 @@ def test_mppi_without_a_finite_rollout_acts_as_the_actor_and_counts_it(pipeline)
         pi = planner.policy(planner.params, torch.as_tensor(obs)[:, None])[:, 0].numpy()
     np.testing.assert_allclose(action[0], pi[0])
     assert planner.skipped.item() == 1 and planner.mean[0].abs().sum() == 0 and planner.mean[1].abs().sum() > 0
-    assert torch.isfinite(planner.stats["imagined_return"]) and torch.isfinite(planner.stats["std"])
+    torch.testing.assert_close(planner.stats["imagined_return"], last[0][1, 1:].max())  # episode 1's finite best
+    assert torch.isfinite(planner.stats["std"])
 
 
 @pytest.mark.parametrize("planner", ["mppi", "shooting"])
