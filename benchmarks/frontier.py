@@ -269,9 +269,8 @@ def evaluate_point(args: Args, point: dict, baseline: bool) -> dict:
         "key": key,
         "scores": summary[which]["normalized_scores"],
         "rebrac": summary["rebrac"]["normalized_scores"] if baseline else None,
-        "ms_per_env_step": 1e3 * summary[which]["seconds_per_env_step"],
         # the cost: a lockstep step plans all N episodes, ended ones too; per episode it does not move with scores
-        # (records written before it was kept hold only ms_per_env_step, then per transition of the episodes run)
+        # (records written before it was kept hold ms_per_env_step instead, per transition of the episodes run)
         "ms_per_episode_step": ms_per_env_step(summary[which]),
         "lengths": summary[which]["lengths"],
         "flops_per_env_step": flops_per_env_step(module, run),
@@ -308,8 +307,9 @@ def load_points(out: str, env_id: str) -> dict[str, dict]:
                 {"point": rec["point"], "ms": [], "per_transition": False, "gflop": [], "scores": {}},
             )
             entry["base"] = entry.get("base", False) or rec["rebrac"] is not None  # the grid's first point
-            entry["ms"].append(rec.get("ms_per_episode_step", rec["ms_per_env_step"]))
-            entry["per_transition"] |= "ms_per_episode_step" not in rec
+            old = "ms_per_episode_step" not in rec
+            entry["ms"].append(rec["ms_per_env_step"] if old else rec["ms_per_episode_step"])
+            entry["per_transition"] |= old
             devices.setdefault(seed, set()).add(rec["device"])
             entry["gflop"].append(rec["flops_per_env_step"] / 1e9)
             entry["scores"].update(scores)
@@ -393,6 +393,7 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
     # Two panels on shared axes, so that the labels stay apart: ITPO-DDPM along its axes (left), and MeanFlow
     # and the planners beside ITPO-DDPM's base point (right). Each label names what differs from the base.
     base = next((r for r in rows if r["base"]), None)
+    some_per_transition = any(r["per_transition"] for r in rows)
     fig, axes = plt.subplots(1, 2, figsize=(13, 7), sharex=True, sharey=True)
     panels = (["itpo-ddpm"], ["itpo-meanflow", "itpo-meanflow-untilted", "mppi", "shooting"])
     for ax, methods in zip(axes, panels):
@@ -439,8 +440,9 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
             )
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xscale("log")
-        dagger = " († per transition of the episodes run)" if any(r["per_transition"] for r in rows) else ""
-        ax.set_xlabel(f"ms per env step (log scale){dagger}")
+        ax.set_xlabel(
+            "ms per env step (log scale)" + (" († per transition of the episodes run)" if some_per_transition else "")
+        )
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)  # below: off the points
     axes[0].set_ylabel("paired Δ over ReBRAC (normalised score)")
     where = f" from {config(base['point'])}" if base else ""
@@ -474,7 +476,7 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
             f"| {METHODS[r['point']['method']][0]} | {config(r['point']) + only(r)} | {r['ms']:.1f}{dagger(r)} | "
             f"{r['gflop']:.3g} | {fmt(r['score'])} | {fmt(r['diff'], '+')} | {'yes' if r in front else ''} |"
         )
-    if any(r["per_transition"] for r in rows):
+    if some_per_transition:
         lines += [
             "",
             "†: on some seed recorded before the tool kept a lockstep step's time: the wall time per transition of "
