@@ -33,6 +33,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field, replace
 
@@ -226,7 +227,8 @@ def digest(path: str) -> str:
 
 
 def flops_per_env_step(module, run) -> float:
-    """FLOPs of one real step of one episode (torch's FLOP counter over the whole decision)."""
+    """FLOPs of one real step of one episode (torch's FLOP counter over the whole decision); the counting run's
+    folder under runs/ is removed after, so that runs/ holds the points' own runs only."""
     from torch.utils.flop_counter import FlopCounterMode
 
     one = replace(run, episodes=1, max_episode_steps=1, baseline=False, run_name=f"{run.run_name}_flops")
@@ -237,6 +239,7 @@ def flops_per_env_step(module, run) -> float:
             module.main(one)
         finally:
             sys.stdout = stdout
+            shutil.rmtree(os.path.join("runs", one.run_name), ignore_errors=True)
     return float(counter.get_total_flops())
 
 

@@ -48,6 +48,8 @@ def test_two_points_then_a_third_resumed_from_their_json(pipeline, tmp_path):
         rec = frontier.json.loads(path.read_text())
         lockstep_ms = rec["ms_per_episode_step"] * max(rec["lengths"]) * len(rec["lengths"])
         assert len(rec["lengths"]) == 2 and lockstep_ms == pytest.approx(1e3 * rec["seconds"], rel=1e-6)
+    runs = {p.name for p in (pipeline["work"] / "runs").glob(f"frontier_{pipeline['env_id']}_seed0_*")}
+    assert runs == {f"frontier_{pipeline['env_id']}_seed0_{name}" for name in by_name}  # the FLOP counts' runs removed
     assert (tmp_path / f"frontier_{pipeline['env_id']}.png").stat().st_size > 0
     table = (tmp_path / f"frontier_{pipeline['env_id']}.md").read_text()
     assert "| ITPO-DDPM | K3 H2 M8 E1 |" in table and "Best Δ" in table

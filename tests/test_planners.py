@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -45,6 +46,39 @@ def test_mppi_refit_by_hand():
     torch.testing.assert_close(std[0, 0, 0], (w[0] * (1 - m) ** 2 + w[1] * (0.5 - m) ** 2).sqrt())
     _, clamped, _, _ = plan_eval.refit(candidates, values, elites=1, temperature=0.5, min_std=0.05, max_std=2)
     assert clamped.item() == pytest.approx(0.05)  # one elite: no spread, σ at its floor
+
+
+def test_mppi_refit_moves_the_plan_to_a_toy_objectives_peak():
+    """Sampling N(μ, σ²) and refitting on Ĵ(a) = −Σ(a − a*)² carries μ from 0 to a* and shrinks σ to its floor."""
+    target = torch.tensor([0.6, -0.3])  # a* for a plan of H 2 × m 1
+    generator = torch.Generator().manual_seed(0)
+    mean, std = torch.zeros(1, 2, 1), torch.full((1, 2, 1), 2.0)
+    for _ in range(8):
+        candidates = (mean[:, None] + std[:, None] * torch.randn(1, 64, 2, 1, generator=generator)).clamp(-1, 1)
+        values = -((candidates[..., 0] - target) ** 2).sum(-1)
+        mean, std, _, _ = plan_eval.refit(candidates, values, elites=8, temperature=5.0, min_std=0.05, max_std=2)
+    torch.testing.assert_close(mean[0, :, 0], target, atol=0.1, rtol=0)
+    assert std.max() < 0.2
+
+
+def test_a_shooting_step_raises_the_imagined_return(pipeline):
+    """One ascent step on the plan raises Ĵ on the same noise (small enough a step that the first order rules)."""
+    args = plan_args(pipeline, planner="shooting", particles=3, shooting_steps=1)
+    actor, critic, world, reward, _ = plan_eval.load_models(args)
+    s0 = torch.as_tensor(np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32))
+    eps = torch.randn(2, 3, args.horizon, *world.noise_shape, generator=torch.Generator().manual_seed(1))
+    planner = plan_eval.Planner(actor, critic, world, reward, args, gamma=0.99)
+
+    def mean_return(plan):  # Ĵ [N] of one plan per episode, over its 3 imagined rollouts
+        return planner.returns(s0, eps, plan[:, None].expand(-1, 3, -1, -1))[0].mean(1)
+
+    start = planner.returns(s0, eps[:, :1])[1][:, 0].detach().requires_grad_()  # π's imagined actions
+    (g,) = torch.autograd.grad(mean_return(start).sum(), start)
+    planner.args = replace(args, step_size=0.01 / g.flatten(1).norm(dim=1).max().item())  # moves a by ≤ 0.01
+    _, plan, _ = planner._shooting(s0, eps, torch.tensor([True, True]))
+    with torch.no_grad():
+        before, after = mean_return(start), mean_return(plan)
+    assert not torch.equal(plan, start) and (after > before).all(), (before, after)
 
 
 def plan_args(pipeline, **kw):
