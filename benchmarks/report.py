@@ -118,6 +118,24 @@ def bootstrap_ci(values, reps: int = 10_000, confidence: float = 0.95, seed: int
     return float(x.mean()), float(lo), float(hi)
 
 
+def seed_bootstrap_ci(
+    groups: list, reps: int = 10_000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """(mean, low, high) over groups of values, one group per training seed: each resample draws the seeds with
+    replacement, then each drawn seed's values with replacement (a two-level bootstrap). Where the seeds differ
+    more than their episodes do, this interval is the wider one: it asks how the mean would move with other
+    training runs, not only with other episodes of these."""
+    groups = [np.asarray(g, dtype=np.float64).ravel() for g in groups if len(g)]
+    if not groups:
+        return (math.nan, math.nan, math.nan)
+    rng, n = np.random.default_rng(seed), len(groups)
+    means = np.empty(reps)
+    for r, picks in enumerate(rng.integers(0, n, size=(reps, n))):
+        means[r] = np.concatenate([groups[i][rng.integers(0, groups[i].size, groups[i].size)] for i in picks]).mean()
+    lo, hi = np.percentile(means, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(np.concatenate(groups).mean()), float(lo), float(hi)
+
+
 def ms_per_env_step(result: dict) -> float:
     """A run's cost per env step: its lockstep step (all episodes planned at once, ended ones too) per episode.
     Summaries written before itpo_eval.py measured it that way hold the time per transition of the episodes
@@ -378,7 +396,8 @@ def dataset_rows(runs: dict, reps: int, confidence: float, seed: int) -> list[di
     rows = []
     for env_id in sorted(runs):
         seeds = sorted(runs[env_id])
-        row = {"env_id": env_id, "seeds": seeds, "score": {}, "diff": {}, "alpha": {}, "ms": {}, "n_episodes": {}}
+        row = {"env_id": env_id, "seeds": seeds, "score": {}, "diff": {}, "seed_diff": {}, "alpha": {}, "ms": {}}
+        row["n_episodes"] = {}
         # ReBRAC's β_a where the sweep's --rebrac-actor-bc-coef replaced rebrac.py's per-dataset table
         set_betas = {
             summary.get("rebrac_actor_bc_coef") for by_wm in runs[env_id].values() for summary in by_wm.values()
@@ -400,6 +419,12 @@ def dataset_rows(runs: dict, reps: int, confidence: float, seed: int) -> list[di
                 itpo.update(episode_scores(runs[env_id][s][wm], "itpo"))
                 base.update(episode_scores(runs[env_id][s][wm], "rebrac"))
             row["diff"][wm] = paired_difference(itpo, base, reps, confidence, seed)
+            if len(with_wm) > 1:  # Δ per training seed, and its interval with the seeds resampled too
+                by_seed = {s: [itpo[k] - base[k] for k in sorted(itpo) if k[0] == s] for s in with_wm}
+                row["seed_diff"][wm] = {
+                    "per_seed": {s: float(np.mean(d)) for s, d in by_seed.items()},
+                    "ci": seed_bootstrap_ci(list(by_seed.values()), reps, confidence, seed),
+                }
             alphas = {s: repr(runs[env_id][s][wm].get("alpha", {}).get("chosen")) for s in with_wm}
             row["alpha"][wm] = per_seed(alphas, ", ", seeds)  # seeds named where they differ or some lack wm
             row["ms"][wm] = float(np.mean([ms_per_env_step(runs[env_id][s][wm]["itpo"]) for s in with_wm]))
@@ -583,6 +608,21 @@ def write_table(
                 )
                 + "."
             )
+    seeded = [r for r in rows if r["seed_diff"]]
+    if seeded:
+        out += [
+            "",
+            f"Across training seeds (datasets with several): Δ per seed, and Δ with its {pct} interval from a "
+            "two-level bootstrap (the seeds resampled, then each one's episodes) — wider than the table's where the "
+            "seeds disagree more than their episodes do; with two or three seeds it is coarse.",
+            "",
+            "| dataset | world model | Δ per seed | Δ, seeds resampled |",
+            "|---|---|---|---|",
+        ]
+        for r in seeded:
+            for wm, d in r["seed_diff"].items():
+                per = ", ".join(f"{v:+.1f} (s{s})" for s, v in d["per_seed"].items())
+                out.append(f"| {r['env_id']} | {NAMES[wm]} | {per} | {fmt(d['ci'], True)} |")
     out += [
         "",
         "The paper's columns (its Tables 1 and 3: D4RL's datasets, 1M ReBRAC updates, ten seeds) are for "

@@ -546,6 +546,19 @@ def test_bootstrap_ci():
     assert report.bootstrap_ci(x) == (mean, lo, hi)  # fixed RNG seed
 
 
+def test_seed_bootstrap_sees_the_spread_between_seeds():
+    """Two seeds gaining 0 and 20 on every episode: pooled episodes say 10 ± a little, seeds resampled say 0 … 20."""
+    rng = np.random.default_rng(0)
+    groups = [rng.normal(0, 0.5, 10), rng.normal(20, 0.5, 10)]
+    pooled = report.bootstrap_ci(np.concatenate(groups))
+    mean, lo, hi = report.seed_bootstrap_ci(groups)
+    assert mean == pytest.approx(pooled[0]) and pooled[2] - pooled[1] < 10
+    assert lo < 1 and hi > 19  # a draw of seed 0 twice, or seed 1 twice
+    agree = [rng.normal(10, 0.5, 10) for _ in range(3)]  # seeds that agree: about the pooled interval
+    assert report.seed_bootstrap_ci(agree)[2] - report.seed_bootstrap_ci(agree)[1] < 1.0
+    assert report.seed_bootstrap_ci(groups) == (mean, lo, hi)  # fixed RNG seed
+
+
 def test_iqm_of_a_known_matrix():
     scores = np.array([[0.0, 1.0, 2.0, 3.0], [4.0, 10.0, 20.0, 100.0]])  # mean 17.5, median 3.5
     iqm = report.iqm_table({"a": scores, "b": scores + 1}, reps=200)
@@ -613,6 +626,11 @@ def test_report_on_hand_made_summaries(tmp_path):
     assert rows["hopper-medium-replay"]["alpha"]["meanflow"] == "5e-05 (s0), 5e-06 (s1), 5e-06 (s2)"
     assert rows["hopper-medium-replay"]["n_episodes"]["rebrac"] == 30
     assert rows["hopper-medium-replay"]["ms"]["ddpm"] == pytest.approx(50.0)
+    seeds_ddpm = rows["hopper-medium-replay"]["seed_diff"]["ddpm"]  # Δ per seed: each seed's own pairs
+    assert seeds_ddpm["per_seed"] == pytest.approx({s: 10.0 for s in (0, 1, 2)}, abs=0.5)
+    assert seeds_ddpm["ci"][1] > 0 and seeds_ddpm["ci"][0] == pytest.approx(
+        rows["hopper-medium-replay"]["diff"]["ddpm"][0]
+    )
     assert out["n_runs"] == 2 and out["datasets"] == ["hopper-medium-replay", "walker2d-medium"]
     for algo in ("rebrac", "ddpm", "meanflow"):  # runs = seeds 0 and 1 of each dataset
         matrix = [[per_run[algo][(e, s)] for e in out["datasets"]] for s in (0, 1)]
@@ -620,6 +638,7 @@ def test_report_on_hand_made_summaries(tmp_path):
     table = (tmp_path / "results" / "table.md").read_text()
     assert "the first 2 seed(s) that have every algorithm" in table and "hopper-medium-replay seeds [2])" in table
     assert "rebrac_updates=25000" in table and "ITPO-MeanFlow" in table
+    assert "| hopper-medium-replay | ITPO-DDPM | " in table and "| walker2d-medium | ITPO-MeanFlow | " in table
     assert "| 95.8 | 103.1 |" in table  # the paper's hopper-medium-replay row, for orientation
     assert "| walker2d-medium (β_a 1.0) |" in table and "| hopper-medium-replay |" in table  # β_a set by a flag
     mean_ddpm = np.mean([r["diff"]["ddpm"][0] for r in rows.values()])
