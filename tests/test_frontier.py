@@ -139,3 +139,22 @@ def test_variants_that_would_share_a_name_or_lack_a_file_are_one_line(pipeline, 
     with pytest.raises(SystemExit, match="error: no checkpoint"):
         frontier.main(tiny(pipeline, tmp_path, ddpm_variants=[str(tmp_path / "missing.pt")]))
     assert not list(tmp_path.glob("*_seed0"))  # refused before any point ran
+
+
+def test_labels_of_crowded_points_do_not_cover_each_other():
+    """Points at nearly the same cost and Δ (M 128, E 4 and M 64 E 2 near 100 ms) keep their labels apart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points = [(100.0, 22.3, "M128"), (104.0, 21.9, "M64 E2"), (110.0, 21.9, "E4"), (10.0, 5.0, "H1")]
+    ax.plot([p[0] for p in points], [p[1] for p in points], "o")
+    ax.set_xscale("log")
+    frontier.place_labels(fig, [(ax, text, x, y, "C0") for x, y, text in points])
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    plt.close(fig)
+    assert len(boxes) == 4
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
