@@ -10,7 +10,8 @@ Reads every `<root>/summaries/*.json` (one per dataset, seed and world model), `
     table.md             a header with the budgets, seeds and the sweep root each row was made in; then
                          per dataset: mean normalised score with a 95 % percentile-bootstrap interval
                          over all episodes of all seeds; the paired ITPO − ReBRAC difference (paired by
-                         (seed, episode)) with its interval; α; ms per env step; then the aggregate IQM
+                         (seed, episode)) with its interval; α; ms per env step; for datasets with several
+                         seeds, Δ per seed and its two-level (seeds, then episodes) interval; the aggregate IQM
                          over (dataset, seed) runs with rliable's stratified-bootstrap interval
                          then the planners beside ITPO on the same models and episodes, the budget
                          curves and every α's tuning scores
@@ -27,7 +28,7 @@ Reads every `<root>/summaries/*.json` (one per dataset, seed and world model), `
 join the sweep's, so that a grid run in parts (sittings, machines whose sweep folders are gone) makes one
 table. Where both hold the same run, the sweep's own files win.
 
-The statistics are the small pure functions `bootstrap_ci`, `paired_difference` and `iqm_table`.
+The statistics are the small pure functions `bootstrap_ci`, `seed_bootstrap_ci`, `paired_difference` and `iqm_table`.
 """
 
 from __future__ import annotations
