@@ -399,6 +399,12 @@ def test_an_environment_gets_its_own_world_model_budgets(capsys):
     assert flagged["per_env"]["walker2d"]["dynamics_curve"] == [15, 30, 45, 60]
     with pytest.raises(SystemExit, match=r"the walker2d budgets"):  # the table's curve must fit the flag's budget
         sweep.resolve(sweep.Args(preset="smoke", runs=["walker2d-medium-replay:0"], dynamics_steps=40))
+    # a walker2d-only grid's curve may reach walker2d's budget (45), past the preset's own (hopper's 30) ...
+    walker_only = sweep.Args(preset="smoke", runs=["walker2d-medium-replay:0"], dynamics_curve=[15, 45], root="x")
+    assert sweep.Sweep(walker_only, *sweep.resolve(walker_only)).curve("walker2d-medium-replay", "dynamics") == [15, 45]
+    with pytest.raises(SystemExit, match=r"takes steps in \(0, 30\]"):  # ... not where hopper runs at the preset's
+        sweep.resolve(sweep.Args(preset="smoke", env_ids=["hopper-medium-replay", "walker2d-medium-replay"],
+                                 seeds=[0], dynamics_curve=[15, 45]))  # fmt: skip
 
 
 def test_antmaze_rows_take_more_episodes():
