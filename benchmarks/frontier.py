@@ -417,6 +417,7 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
     some_per_transition = any(r["per_transition"] for r in rows)
     fig, axes = plt.subplots(1, 2, figsize=(13, 7), sharex=True, sharey=True)
     labels = []  # (axes, text, ms, Δ, colour), placed once the axes are laid out
+    dagger = lambda r: "†" if r["per_transition"] else ""  # noqa: E731  (figure labels and table alike)
     panels = (["itpo-ddpm"], ["itpo-meanflow", "itpo-meanflow-untilted", "mppi", "shooting"])
     for ax, methods in zip(axes, panels):
         for method in methods:
@@ -441,7 +442,7 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
                 along = sorted(mine, key=lambda r: r["point"]["M"])
                 ax.plot([r["ms"] for r in along], [r["diff"][0] for r in along], color=colour, lw=0.8)
             for r in mine:
-                text = short_label(r["point"], base and base["point"]) + ("†" if r["per_transition"] else "")
+                text = short_label(r["point"], base and base["point"]) + dagger(r)
                 labels.append((ax, text, r["ms"], r["diff"][0], colour))
         if ax is axes[1] and base is not None and base["diff"] is not None:
             label = f"{METHODS[base['point']['method']][0]} {config(base['point'])} (base)"
@@ -472,7 +473,6 @@ def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
     fig.savefig(os.path.join(out, f"frontier_{env_id}.png"), dpi=120)
     plt.close(fig)
 
-    dagger = lambda r: "†" if r["per_transition"] else ""  # noqa: E731
     only = lambda r: "" if r["seeds"] == seeds else " (" + ", ".join(f"s{s}" for s in r["seeds"]) + ")"  # noqa: E731
     fmt = lambda ci, sign="": "—" if ci is None else f"{ci[0]:{sign}.1f} [{ci[1]:{sign}.1f}, {ci[2]:{sign}.1f}]"  # noqa: E731
     machines = {s: d for r in rows for s, d in r["devices"].items()}
