@@ -160,6 +160,21 @@ def paired_difference(a, b, reps: int = 10_000, confidence: float = 0.95, seed: 
     return bootstrap_ci(a - b, reps, confidence, seed)
 
 
+def seed_differences(a: dict, b: dict, reps: int, confidence: float, seed: int) -> dict | None:
+    """a − b per training seed over the (seed, episode) pairs both hold, and its interval with the seeds resampled
+    too (`seed_bootstrap_ci`); None where the pairs come from fewer than two seeds."""
+    shared = sorted(set(a) & set(b))
+    by_seed: dict[int, list[float]] = {}
+    for k in shared:
+        by_seed.setdefault(k[0], []).append(a[k] - b[k])
+    if len(by_seed) < 2:
+        return None
+    return {
+        "per_seed": {s: float(np.mean(d)) for s, d in by_seed.items()},
+        "ci": seed_bootstrap_ci(list(by_seed.values()), reps, confidence, seed),
+    }
+
+
 def iqm_table(
     score_dict: dict[str, np.ndarray], reps: int = 10_000, confidence: float = 0.95, seed: int = 0
 ) -> dict[str, tuple[float, float, float]]:
@@ -259,6 +274,9 @@ def planner_rows(planners: dict, runs: dict, reps: int, confidence: float, seed:
                         if shared
                         else None
                     ),
+                    # with several training seeds: each one's Δ and the interval with the seeds resampled
+                    "seed_diff": seed_differences(mine, base, reps, confidence, seed),
+                    "seed_itpo_over": seed_differences(shared, mine, reps, confidence, seed),
                     "ms": float(np.mean([ms_per_env_step(r[planner]) for r in runs_here.values()])),
                     "itpo_ms": float(np.mean(itpo_ms)) if itpo_ms else None,
                     # the planner's lockstep step over ITPO's, timed side by side (plan_eval --match-itpo)
@@ -420,12 +438,9 @@ def dataset_rows(runs: dict, reps: int, confidence: float, seed: int) -> list[di
                 itpo.update(episode_scores(runs[env_id][s][wm], "itpo"))
                 base.update(episode_scores(runs[env_id][s][wm], "rebrac"))
             row["diff"][wm] = paired_difference(itpo, base, reps, confidence, seed)
-            if len(with_wm) > 1:  # Δ per training seed, and its interval with the seeds resampled too
-                by_seed = {s: [itpo[k] - base[k] for k in sorted(itpo) if k[0] == s] for s in with_wm}
-                row["seed_diff"][wm] = {
-                    "per_seed": {s: float(np.mean(d)) for s, d in by_seed.items()},
-                    "ci": seed_bootstrap_ci(list(by_seed.values()), reps, confidence, seed),
-                }
+            across = seed_differences(itpo, base, reps, confidence, seed)  # Δ per training seed, seeds resampled
+            if across:
+                row["seed_diff"][wm] = across
             alphas = {s: repr(runs[env_id][s][wm].get("alpha", {}).get("chosen")) for s in with_wm}
             row["alpha"][wm] = per_seed(alphas, ", ", seeds)  # seeds named where they differ or some lack wm
             row["ms"][wm] = float(np.mean([ms_per_env_step(runs[env_id][s][wm]["itpo"]) for s in with_wm]))
@@ -494,11 +509,11 @@ def header_lines(runs: dict) -> list[str]:
     budgets, settings, seeds = {}, {}, {}
     for env_id, by_seed in sorted(runs.items()):
         seeds[env_id] = sorted(by_seed)
-        for by_wm in by_seed.values():
+        for seed, by_wm in sorted(by_seed.items()):
             for summary in by_wm.values():
                 b = summary.get("budgets")
                 if b is not None:
-                    budgets.setdefault(json.dumps(b, sort_keys=True), b)
+                    budgets.setdefault(json.dumps(b, sort_keys=True), (b, {}))[1][f"{env_id}:{seed}"] = None
                 st = summary["settings"]
                 n = len(summary["itpo"]["normalized_scores"])
                 key = (
@@ -510,16 +525,7 @@ def header_lines(runs: dict) -> list[str]:
                     st.get("max_episode_steps"),
                 )
                 settings.setdefault(key, None)
-    lines = []
-    for b in budgets.values():
-        lines.append(
-            "Budgets ("
-            + str(b.get("preset", "?"))
-            + "): "
-            + ", ".join(f"{k}={v}" for k, v in b.items() if k != "preset")
-        )
-    if not budgets:
-        lines.append("Budgets: not recorded in the summaries.")
+    lines = budget_lines([b for b, _ in budgets.values()], [list(rows) for _, rows in budgets.values()])
     for h, m, e, n, first, cut in settings:
         lines.append(
             f"ITPO: H={h}, M={m}, E={e}; {n} evaluation episodes per run on env seeds {first}..{first + n - 1}"
@@ -527,6 +533,33 @@ def header_lines(runs: dict) -> list[str]:
         )
     lines.append("Training seeds: " + "; ".join(f"{e}: {v}" for e, v in seeds.items()))
     lines.append(row_roots(runs))
+    return lines
+
+
+def budget_lines(budgets: list[dict], rows: list[list[str]]) -> list[str]:
+    """The budgets the summaries record: one line where all rows share them; else one line of what every set
+    shares, then per set the rows that ran at it and what it sets differently (absent: not recorded then)."""
+    if not budgets:
+        return ["Budgets: not recorded in the summaries."]
+
+    def text(b: dict) -> str:
+        return ", ".join(f"{k}={v}" for k, v in b.items())
+
+    if len(budgets) == 1:
+        return [
+            f"Budgets ({budgets[0].get('preset', '?')}): "
+            + text({k: v for k, v in budgets[0].items() if k != "preset"})
+        ]
+    first = budgets[0]
+    common = {k: v for k, v in first.items() if all(k in b and b[k] == v for b in budgets[1:])}
+    lines = [f"Budgets every row shares: {text(common)}"]
+    for b, names in zip(budgets, rows):
+        own = text({k: v for k, v in b.items() if k not in common})
+        unrecorded = sorted({k for other in budgets for k in other} - set(b))
+        lines.append(
+            f"Budgets of {', '.join(names)}: {own or 'the shared ones'}"
+            + (f" (not recorded: {', '.join(unrecorded)})" if unrecorded else "")
+        )
     return lines
 
 
@@ -702,6 +735,23 @@ def write_table(
                 f"{fmt(r['diff'], True)} | {fmt(r['itpo_over'], True)} | {r['ms']:.1f}{ratio} | {itpo_ms} | "
                 f"{tuning_text(r['tuned'])} | {len(r['seeds'])} |"
             )
+        seeded = [r for r in plans if r["seed_diff"] or r["seed_itpo_over"]]
+        if seeded:
+            out += [
+                "",
+                "Across training seeds (rows with several): each seed's paired Δ, and the interval with the seeds "
+                "resampled, then each one's episodes (as in the per-dataset table's).",
+                "",
+                "| dataset | planner | Δ vs ReBRAC per seed | seeds resampled | ITPO − planner per seed "
+                "| seeds resampled |",
+                "|---|---|---|---|---|---|",
+            ]
+            for r in seeded:
+                cells = []
+                for d in (r["seed_diff"], r["seed_itpo_over"]):
+                    per = ", ".join(f"{v:+.1f} (s{s})" for s, v in d["per_seed"].items()) if d else "—"
+                    cells += [per, fmt(d["ci"], True) if d else "—"]
+                out.append(f"| {r['env_id']} | {r['label']} | " + " | ".join(cells) + " |")
     if curves:
         out += [
             "",

@@ -716,6 +716,22 @@ def test_report_adds_a_sweep_to_an_earlier_report(tmp_path):
         report.Args(include=[str(tmp_path / "nothing")])
 
 
+def test_budget_lines_name_the_rows_of_each_budget_and_what_it_sets_apart():
+    """Budgets shared by every row are said once; each set names its rows and only what differs from the others."""
+    hopper = {"preset": "cpu", "rebrac_updates": 200000, "dynamics_steps": 50000}
+    walker = {"preset": "cpu", "rebrac_updates": 200000, "dynamics_steps": 200000, "rebrac_compile": True}
+    lines = report.budget_lines([hopper, walker], [["hopper-medium:0", "hopper-expert:0"], ["walker2d-medium:1"]])
+    assert lines == [
+        "Budgets every row shares: preset=cpu, rebrac_updates=200000",
+        "Budgets of hopper-medium:0, hopper-expert:0: dynamics_steps=50000 (not recorded: rebrac_compile)",
+        "Budgets of walker2d-medium:1: dynamics_steps=200000, rebrac_compile=True",
+    ]
+    assert report.budget_lines([hopper], [["hopper-medium:0"]]) == [
+        "Budgets (cpu): rebrac_updates=200000, dynamics_steps=50000"
+    ]
+    assert report.budget_lines([], []) == ["Budgets: not recorded in the summaries."]
+
+
 def test_report_pairs_each_planner_with_rebrac_and_with_itpo(tmp_path):
     """MPPI loses 4 to ReBRAC on every episode, ITPO gains 10: ITPO − MPPI is 14; a planner seed without
     an ITPO run still has its own row's score and Δ, and ITPO − planner uses the seeds both have."""
@@ -745,7 +761,10 @@ def test_report_pairs_each_planner_with_rebrac_and_with_itpo(tmp_path):
     assert row["label"] == "mppi" and row["seeds"] == [0, 1]
     assert row["diff"][0] == pytest.approx(-4.0) and row["itpo_over"][0] == pytest.approx(14.0)
     assert row["ms"] == pytest.approx(40.0) and row["itpo_ms"] == pytest.approx(50.0)
+    # across seeds: each seed's own Δ; ITPO − planner needs two seeds with both (ITPO ran on seed 0 only)
+    assert row["seed_diff"]["per_seed"] == pytest.approx({0: -4.0, 1: -4.0}) and row["seed_itpo_over"] is None
     table = (tmp_path / "results" / "table.md").read_text()
+    assert "| hopper-medium | mppi | -4.0 (s0), -4.0 (s1) | -4.0 [-4.0, -4.0] | — | — |" in table
     budgets = "I 2 × N 48, N_π 8, k 16, τ 0.5 (s0); I 2 × N 39, N_π 8, k 16, τ 0.5 (s1)"  # each seed's
     assert f"| hopper-medium | mppi | ddpm | {budgets} |" in table
     assert "0.05: 40.0, 0.5: 41.0 → 0.5" in table and "| 40.0 (0.80×) | 50.0 |" in table
