@@ -382,21 +382,18 @@ def short_label(point: dict, base: dict | None) -> str:
 
 
 def place_labels(fig, labels: list[tuple]) -> None:
-    """Annotate each point beside it, raising a label by a line while it would cover one already placed on its
-    axes (points of a grid crowd where costs are close: M 128, E 4 and M 64 E 2 all near 100 ms)."""
+    """Annotate each point beside it, raising a label by a line while its drawn box would cover one already placed
+    on its axes (points of a grid crowd where costs are close: M 128, E 4 and M 64 E 2 all near 100 ms)."""
     size, line = 8, 10  # font size and line height in points
-    px = fig.dpi / 72  # pixels per point
-    placed = []  # (axes, x, y, width) in pixels
+    renderer = fig.canvas.get_renderer()
+    placed = []  # (axes, the label's box in pixels)
     for ax, text, x, y, colour in sorted(labels, key=lambda lab: (lab[2], lab[3])):
-        x0, y0 = ax.transData.transform((x, y))
-        width, rise = 0.62 * size * len(text) * px, 2
-        while any(
-            a is ax and abs(y0 + rise * px - b) < line * px and x0 < bx + bw and bx < x0 + width
-            for a, bx, b, bw in placed
-        ):
+        rise = 2
+        note = ax.annotate(text, (x, y), fontsize=size, xytext=(4, rise), textcoords="offset points", color=colour)
+        while any(a is ax and note.get_window_extent(renderer).overlaps(box) for a, box in placed):
             rise += line
-        placed.append((ax, x0, y0 + rise * px, width))
-        ax.annotate(text, (x, y), fontsize=size, xytext=(4, rise), textcoords="offset points", color=colour)
+            note.set_position((4, rise))
+        placed.append((ax, note.get_window_extent(renderer)))
 
 
 def write_frontier(out: str, env_id: str, rows: list[dict]) -> None:
