@@ -423,6 +423,13 @@ class Args:
 # ---------------------------------------------------------------------------------------------
 def resolve(args: Args) -> tuple[dict, list[tuple[str, int]], str]:
     """(budgets, [(env_id, seed)], absolute root); exits with a one-line error on bad input."""
+    for k in CURVE_FIELDS:  # `--rebrac-curve` with no steps would silently mean the final one only
+        if getattr(args, k) == []:
+            preset = " ".join(map(str, PRESETS[args.preset][k]))
+            sys.exit(
+                f"error: --{k.replace('_', '-')} takes at least one step (the {args.preset} preset's: {preset}); "
+                "for the final checkpoint alone, give its step"
+            )
     budgets = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in PRESETS[args.preset].items()}
     pairs = list(dict.fromkeys([(e, s) for e in args.env_ids for s in args.seeds] + parse_pairs(args.runs, "runs")))
     unchecked = dict(budgets)  # the preset's with the flags, before its curves are completed

@@ -321,6 +321,8 @@ def test_presets_and_overrides():
     for bad in ([30_000], [400_000], [0]):
         with pytest.raises(SystemExit, match="--rebrac-curve"):
             sweep.resolve(sweep.Args(env_ids=["hopper-medium"], rebrac_curve=bad))
+    with pytest.raises(SystemExit, match="--dynamics-curve takes at least one step .*5000 15000 50000"):
+        sweep.resolve(sweep.Args(env_ids=["hopper-medium"], dynamics_curve=[]))  # was the final step alone
     budgets, _, _ = sweep.resolve(sweep.Args(env_ids=["hopper-medium"], rebrac_curve=[50_000], rebrac_updates=100_000))
     assert budgets["rebrac_curve"] == [50_000, 100_000]  # the final checkpoint ends every curve
     s = sweep.Sweep(sweep.Args(env_ids=["hopper-medium"]), *sweep.resolve(sweep.Args(env_ids=["hopper-medium"])))
