@@ -510,10 +510,13 @@ def header_lines(runs: dict) -> list[str]:
     for env_id, by_seed in sorted(runs.items()):
         seeds[env_id] = sorted(by_seed)
         for seed, by_wm in sorted(by_seed.items()):
-            for summary in by_wm.values():
+            # a run whose world models recorded different budgets (one rerun later) names each world model
+            split = len({json.dumps(r.get("budgets"), sort_keys=True) for r in by_wm.values()}) > 1
+            for wm, summary in by_wm.items():
                 b = summary.get("budgets")
                 if b is not None:
-                    budgets.setdefault(json.dumps(b, sort_keys=True), (b, {}))[1][f"{env_id}:{seed}"] = None
+                    name = f"{env_id}:{seed}" + (f" ({wm})" if split else "")
+                    budgets.setdefault(json.dumps(b, sort_keys=True), (b, {}))[1][name] = None
                 st = summary["settings"]
                 n = len(summary["itpo"]["normalized_scores"])
                 key = (

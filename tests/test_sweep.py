@@ -732,6 +732,18 @@ def test_budget_lines_name_the_rows_of_each_budget_and_what_it_sets_apart():
         "Budgets (cpu): rebrac_updates=200000, dynamics_steps=50000"
     ]
     assert report.budget_lines([], []) == ["Budgets: not recorded in the summaries."]
+    # through the table's header: a run whose world models recorded different budgets names each world model
+    ones = np.ones(3)
+    ddpm, meanflow = (fake_summary("hopper-medium", 0, wm, ones, ones, 5e-5) for wm in ("ddpm", "meanflow"))
+    meanflow["budgets"] = {**meanflow["budgets"], "meanflow_steps": 30000}
+    other = fake_summary("hopper-expert", 0, "ddpm", ones, ones, 5e-5)
+    header = report.header_lines(
+        {"hopper-medium": {0: {"ddpm": ddpm, "meanflow": meanflow}}, "hopper-expert": {0: {"ddpm": other}}}
+    )
+    assert (
+        "Budgets of hopper-expert:0, hopper-medium:0 (ddpm): the shared ones (not recorded: meanflow_steps)" in header
+    )
+    assert "Budgets of hopper-medium:0 (meanflow): meanflow_steps=30000" in header
 
 
 def test_report_pairs_each_planner_with_rebrac_and_with_itpo(tmp_path):
