@@ -504,6 +504,11 @@ def fmt(ci: tuple[float, float, float] | None, sign: bool = False) -> str:
     return f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]" if sign else f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
 
 
+def seed_deltas(d: dict) -> str:
+    """A `seed_differences` record's Δ per seed, as `+1.5 (s0), -0.6 (s1)`."""
+    return ", ".join(f"{v:+.1f} (s{s})" for s, v in d["per_seed"].items())
+
+
 def header_lines(runs: dict) -> list[str]:
     """The budgets, seeds and ITPO settings the summaries were made with."""
     budgets, settings, seeds = {}, {}, {}
@@ -511,12 +516,13 @@ def header_lines(runs: dict) -> list[str]:
         seeds[env_id] = sorted(by_seed)
         for seed, by_wm in sorted(by_seed.items()):
             # a run whose world models recorded different budgets (one rerun later) names each world model
-            split = len({json.dumps(r.get("budgets"), sort_keys=True) for r in by_wm.values()}) > 1
+            keys = {wm: json.dumps(r.get("budgets"), sort_keys=True) for wm, r in by_wm.items()}
+            split = len(set(keys.values())) > 1
             for wm, summary in by_wm.items():
                 b = summary.get("budgets")
                 if b is not None:
                     name = f"{env_id}:{seed}" + (f" ({wm})" if split else "")
-                    budgets.setdefault(json.dumps(b, sort_keys=True), (b, {}))[1][name] = None
+                    budgets.setdefault(keys[wm], (b, {}))[1][name] = None
                 st = summary["settings"]
                 n = len(summary["itpo"]["normalized_scores"])
                 key = (
@@ -658,8 +664,7 @@ def write_table(
         ]
         for r in seeded:
             for wm, d in r["seed_diff"].items():
-                per = ", ".join(f"{v:+.1f} (s{s})" for s, v in d["per_seed"].items())
-                out.append(f"| {r['env_id']} | {NAMES[wm]} | {per} | {fmt(d['ci'], True)} |")
+                out.append(f"| {r['env_id']} | {NAMES[wm]} | {seed_deltas(d)} | {fmt(d['ci'], True)} |")
     out += [
         "",
         "The paper's columns (its Tables 1 and 3: D4RL's datasets, 1M ReBRAC updates, ten seeds) are for "
@@ -752,8 +757,7 @@ def write_table(
             for r in seeded:
                 cells = []
                 for d in (r["seed_diff"], r["seed_itpo_over"]):
-                    per = ", ".join(f"{v:+.1f} (s{s})" for s, v in d["per_seed"].items()) if d else "—"
-                    cells += [per, fmt(d["ci"], True) if d else "—"]
+                    cells += [seed_deltas(d), fmt(d["ci"], True)] if d else ["—", "—"]
                 out.append(f"| {r['env_id']} | {r['label']} | " + " | ".join(cells) + " |")
     if curves:
         out += [
