@@ -95,7 +95,7 @@ class Args:
     precision: Precision = "fp32"
     """fp32, or bf16: the world model's network under bf16 autocast, its output back in fp32 (π_ψ, r_ξ,
     Q_φ, the sampler's arithmetic and ψ stay fp32: bf16 there turns ∇ψĴ much further). Even so, on trained
-    hopper models bf16 turns ∇ψĴ as far as its sampling noise at M = 64 (README, Precision): report fp32"""
+    hopper models bf16 turns ∇ψĴ as far as its sampling noise at M = 64 (results/README.md, Precision): report fp32"""
     run_name: str | None = None
     """name of the run folder under runs/ (default: itpo_<env-id>_seed<S>_<time>)"""
     ground_truth: bool = False

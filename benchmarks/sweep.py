@@ -80,7 +80,7 @@ WORLD_MODEL_STAGE = {"ddpm": "dynamics", "meanflow": "meanflow"}
 # MPPI's τ, an inverse temperature on Ĵ (weights ∝ exp(τ (Ĵ − max Ĵ)), TD-MPC2's 0.5), chosen from a grid on the
 # tuning seeds like α. Ĵ is in the env's reward units, so the grid follows the rewards' scale: AntMaze's 0/1
 # rewards take the grid × 100, CORL's reward scale there (with the MuJoCo grid, τ ≤ 50 weighs umaze's samples
-# almost alike: its Ĵ spread is hundredths; README: AntMaze).
+# almost alike: its Ĵ spread is hundredths; results/README.md: AntMaze).
 MPPI_TEMPERATURES = [0.05, 0.5, 5.0, 50.0]
 ANTMAZE_TEMPERATURES = [100 * t for t in MPPI_TEMPERATURES]
 # Gradient shooting's step sizes, chosen like τ. ‖∇_a Ĵ‖ of the first action is 4–9 on the final models of
@@ -162,7 +162,7 @@ PRESETS = {
         "mppi_policy_samples": 8,
         "mppi_elites": 16,
         "episodes": 10,
-        "tune_episodes": 5,  # 3 picked a poor α on medium-replay seed 1 (README: Results)
+        "tune_episodes": 5,  # 3 picked a poor α on medium-replay seed 1 (results/README.md: the 100k run)
         "tune_max_steps": 0,
         "max_episode_steps": 0,
         "rebrac_curve": [25_000, 50_000, 100_000, 200_000],
@@ -214,7 +214,7 @@ PRESETS = {
 # per episode: 10 episodes say little, so its rows take 50 (the paper preset CORL's 100) and its tuning 10.
 DDPM_200K = {"dynamics_steps": 200_000, "dynamics_curve": [5_000, 15_000, 50_000, 100_000, 200_000]}
 # AntMaze's ReBRAC trains CORL's 1M updates: at 200k the medium maze's actor succeeded in none of 16
-# evaluations (umaze's rose from 100k); its first success came at 300k, 10–30 % from 375k (README: AntMaze).
+# evaluations (umaze's rose from 100k); its first success came at 300k, 10–30 % from 375k (results/README.md: AntMaze).
 ANTMAZE_REBRAC = {"rebrac_updates": 1_000_000, "rebrac_curve": [200_000, 500_000, 1_000_000]}
 ANTMAZE_GRIDS = {"temperature_grid": ANTMAZE_TEMPERATURES, "shooting_step_grid": ANTMAZE_SHOOTING_STEPS}
 ENV_BUDGETS = {
@@ -371,7 +371,7 @@ class Args:
     or a CPU with bf16 units (AMX, AVX512-BF16)"""
     rebrac_actor_bc_coef: float | None = None
     """ReBRAC's β_a for every dataset of this sweep (None: rebrac.py's per-dataset table, the paper's, tuned on
-    D4RL's data; on this project's walker2d-expert its 0.01 never learns to walk, README: Walker2d)"""
+    D4RL's data; on this project's walker2d-expert its 0.01 never learns to walk, results/README.md: Walker2d)"""
     dynamics_steps: int | None = None
     """DDPM world model gradient steps"""
     reward_steps: int | None = None

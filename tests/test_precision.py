@@ -146,7 +146,7 @@ def test_the_itpo_bf16_scheme_keeps_the_gradient_direction():
     meets it at every state of four tiny problems; autocasting the whole inner step (π_ψ, r_ξ, Q_φ too) breaks
     it on at least one, so the bound can fail. On an AVX2 CPU without bf16 units: kept ≥ 0.9998 on all four,
     whole step 0.9978, 0.99998, 0.9987, 0.9953 (rounding may differ on other CPUs). Trained hopper models
-    (README, benchmarks/precision_check.py): kept ≥ 0.9993, whole step down to 0.979."""
+    (results/README.md: Precision; benchmarks/precision_check.py): kept ≥ 0.9993, whole step down to 0.979."""
     kept = {seed: bf16_cosines(seed, "world").min() for seed in range(4)}
     whole = {seed: bf16_cosines(seed, "whole").min() for seed in range(4)}
     assert min(kept.values()) >= precision_check.COS_BOUND, kept
