@@ -1260,7 +1260,7 @@ class Sweep:
                             capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
                         module, entry, kwargs, keep = task
                         ref = remote.options(**self.resources()).remote(module, entry, kwargs, self.workdir, keep)
-                        node.status, running[ref] = "running", node
+                        node.status, running[ref], node.context["launched"] = "running", node, time.time()
                         self.log(node, "start" + (f" ({node.detail})" if node.detail else ""))
                 if not running:
                     break
@@ -1269,7 +1269,8 @@ class Sweep:
                 try:
                     out = ray.get(ready[0])
                 except Exception as err:  # noqa: BLE001 - the worker died (OOM, segfault): Ray's error is all there is
-                    out = {"ok": False, "traceback": f"{type(err).__name__}: {err}", "seconds": float("nan")}
+                    took = time.time() - node.context["launched"]  # the task could not report its own time
+                    out = {"ok": False, "traceback": f"{type(err).__name__}: {err}", "seconds": took}
                 try:
                     self.finish(node, out)
                 except Exception as err:  # noqa: BLE001 - one bad result fails its node, not the sweep

@@ -2,7 +2,9 @@
 (its statistics and outputs)."""
 
 import json
+import math
 import os
+import re
 import shutil
 import sys
 
@@ -249,6 +251,54 @@ def test_ctrl_c_waits_for_the_training_stages_and_kills_the_evaluations(monkeypa
     s.stop_in_flight({"training": training, "evaluation": evaluation})
     assert cancelled == {"training": False, "evaluation": True} and waited == ["training"]
     assert s.late == [training.label]  # still running when the wait ended
+
+
+def test_a_stage_whose_worker_dies_fails_with_the_time_it_ran_and_the_sweep_goes_on(monkeypatch, tmp_path, capsys):
+    """A Ray worker that dies (OOM, a signal) leaves only Ray's error: the stage fails with it and the time the
+    driver saw it run (it logged "failed in nans"), its dependents are not run, the others go on."""
+    import ray
+
+    class Ref:
+        def __init__(self, stage):
+            self.stage = stage
+
+    class Remote:
+        def options(self, **resources):
+            return self
+
+        def remote(self, module, entry, kwargs, workdir, keep):
+            return Ref(kwargs["stage"])
+
+    def get(ref):
+        if ref.stage == "rebrac":
+            raise RuntimeError("The worker died unexpectedly while executing this task.")
+        return {"ok": True, "seconds": 1.0}
+
+    def finish(self, node, out):  # a finished task's results are not what this test is about
+        if out["ok"]:
+            node.status, node.seconds = "done", out["seconds"]
+        else:
+            finish_as_is(self, node, out)
+
+    finish_as_is = sweep.Sweep.finish
+    monkeypatch.setattr(sweep.Sweep, "start_ray", lambda self: False)
+    monkeypatch.setattr(sweep.Sweep, "prepare", lambda self, node: ("m", "e", {"stage": node.stage}, False))
+    monkeypatch.setattr(sweep.Sweep, "finish", finish)
+    monkeypatch.setattr(ray, "remote", lambda fn: Remote())
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1})
+    monkeypatch.setattr(ray, "wait", lambda refs, num_returns: (refs[:1], refs[1:]))
+    monkeypatch.setattr(ray, "get", get)
+    args = sweep.Args(preset="smoke", env_ids=["hopper-medium-replay"], root=str(tmp_path), report=False)
+    s = sweep.Sweep(args, *sweep.resolve(args))
+    s.run()
+    status = {n.stage: n.status for n in s.nodes.values() if n.seed == 0}
+    assert status["rebrac"] == "failed" and status["dynamics"] == status["reward"] == "done"
+    assert status["meanflow"] == status["itpo-ddpm"] == "not run"  # both need ReBRAC
+    rebrac = s.nodes[("hopper-medium-replay", 0, "rebrac")]
+    assert math.isfinite(rebrac.seconds) and rebrac.seconds >= 0
+    assert "worker died" in (tmp_path / "failures" / "hopper-medium-replay_seed0_rebrac.txt").read_text()
+    line = next(x for x in capsys.readouterr().out.splitlines() if "seed 0 rebrac: failed" in x)
+    assert re.search(r"failed in [0-9.]+s \(traceback in ", line), line
 
 
 def test_overlapping_tuning_and_evaluation_seeds_are_refused():
