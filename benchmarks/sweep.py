@@ -100,6 +100,7 @@ PRESETS = {
         "rebrac_eval_episodes": 2,
         "rebrac_hidden_dim": 32,
         "rebrac_compile": False,  # seconds of training: compiling would take longer
+        "itpo_compile": False,
         "rebrac_precision": "fp32",
         "dynamics_steps": 30,
         "reward_steps": 30,
@@ -144,6 +145,9 @@ PRESETS = {
         # one on the AMX Xeon, its curve on hopper-medium-replay seed 0 within seeds 0–2's spread
         # (results/speed/rebrac_bf16_curve_xeon_amx.txt); emulated, so slower, on CPUs without bf16 units
         "rebrac_precision": "fp32",
+        # ITPO's and the planners' step eager: on a CPU compiling takes minutes per run (over 9 seen) and
+        # gains less than it costs on 10-episode evaluations
+        "itpo_compile": False,
         "dynamics_steps": 50_000,
         "reward_steps": 30_000,
         "meanflow_steps": 30_000,
@@ -179,6 +183,9 @@ PRESETS = {
         "rebrac_hidden_dim": 256,
         "rebrac_compile": True,  # CUDA graphs on a GPU: launch overhead decides a 3×256 update there
         "rebrac_precision": "fp32",
+        # the whole adaptation step (and the planners') compiled, CUDA graphs on a GPU (DESIGN: speed from
+        # removing launch overhead, not from a smaller M); not yet run on a GPU: --itpo-compile False if it fails
+        "itpo_compile": True,
         "dynamics_steps": 200_000,
         "reward_steps": 100_000,
         "meanflow_steps": 200_000,
@@ -224,10 +231,12 @@ ENV_BUDGETS = {
         "halfcheetah": DDPM_200K,
         "antmaze": {**DDPM_200K, "episodes": 50, "tune_episodes": 10, **ANTMAZE_GRIDS, **ANTMAZE_REBRAC},
     },
-    "paper": {"antmaze": {"episodes": 100, "tune_episodes": 10, **ANTMAZE_GRIDS}},
+    # AntMaze's ReBRAC at CORL's batch 256 (its MuJoCo recipe's is 1024)
+    "paper": {"antmaze": {"rebrac_batch_size": 256, "episodes": 100, "tune_episodes": 10, **ANTMAZE_GRIDS}},
 }
 # what a row of ENV_BUDGETS may set: ReBRAC's and the world models' budgets, the episodes, the planners' grids
-ENV_BUDGET_FIELDS = ("rebrac_updates", "rebrac_curve", "dynamics_steps", "meanflow_steps", "wm_eval_every")
+ENV_BUDGET_FIELDS = ("rebrac_updates", "rebrac_batch_size", "rebrac_curve", "dynamics_steps", "meanflow_steps")
+ENV_BUDGET_FIELDS += ("wm_eval_every",)
 ENV_BUDGET_FIELDS += ("meanflow_eval_every", "dynamics_curve", "meanflow_curve", "episodes", "tune_episodes")
 ENV_BUDGET_FIELDS += ("temperature_grid", "shooting_step_grid")
 assert all(set(row) <= set(ENV_BUDGET_FIELDS) for rows in ENV_BUDGETS.values() for row in rows.values())
@@ -240,7 +249,11 @@ CURVE_FIELDS = {
     "dynamics_curve": ("dynamics", "dynamics_steps", "wm_eval_every"),
     "meanflow_curve": ("meanflow", "meanflow_steps", "meanflow_eval_every"),
 }
-SWITCH_FIELDS = ("rebrac_compile", "rebrac_precision")  # settings of the preset table, beside its integer budgets
+SWITCH_FIELDS = (
+    "rebrac_compile",
+    "rebrac_precision",
+    "itpo_compile",
+)  # settings of the preset table, beside its integer budgets
 GRID_FIELDS = ("temperature_grid", "shooting_step_grid")  # ... and lists of candidates to tune
 BUDGET_FIELDS = tuple(k for k in PRESETS["cpu"] if k not in (*CURVE_FIELDS, *SWITCH_FIELDS, *GRID_FIELDS))
 
@@ -366,6 +379,9 @@ class Args:
     rebrac_compile: bool | None = None
     """torch.compile ReBRAC's update (None: the preset's, True in cpu and paper); False trains eager, as
     hopper's rows in results/ were"""
+    itpo_compile: bool | None = None
+    """torch.compile ITPO's adaptation step and the planners' (None: the preset's, True in paper only: CUDA graphs
+    on a GPU; on a CPU compiling takes minutes per run)"""
     rebrac_precision: Literal["fp32", "bf16"] | None = None
     """ReBRAC's forward passes in fp32 or under bf16 autocast (None: the preset's, fp32); bf16 only pays on a GPU
     or a CPU with bf16 units (AMX, AVX512-BF16)"""
@@ -845,6 +861,7 @@ class Sweep:
             "dynamics_checkpoint": paths[WORLD_MODEL_STAGE[wm]],
             "reward_checkpoint": paths["reward"],
             "device": self.args.device,
+            **({"compile": True} if b["itpo_compile"] else {}),  # eager runs keep the keys they were made with
             "run_name": f"sweep_{self.args.preset}_{env_id}_seed{seed}_{name}",
         }
 

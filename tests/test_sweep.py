@@ -491,6 +491,14 @@ def test_antmaze_rows_take_more_episodes():
         "hopper-medium": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
         "antmaze-umaze": [3e-5, 1e-4, 3e-4, 1e-3, 0.003, 0.01, 0.03],
     }
+    # the paper preset: AntMaze's ReBRAC at CORL's batch 256 where MuJoCo's takes 1024; ITPO and the planners
+    # compiled there (CUDA graphs), eager in the cpu preset, whose runs keep the keys they were made with
+    paper = sweep.Args(preset="paper", runs=["hopper-medium:0", "antmaze-umaze:0"], root="x")
+    p = sweep.Sweep(paper, *sweep.resolve(paper))
+    assert [p.stage_kwargs(e, 0, "rebrac")["batch_size"] for e, _ in p.pairs] == [1024, 256]
+    paths = p.model_paths("hopper-medium", 0, "ddpm")
+    assert p.run_kwargs("hopper-medium", 0, "ddpm", False, paths, "x")["compile"] is True
+    assert "compile" not in s.run_kwargs("hopper-medium", 0, "ddpm", False, paths, "x")
     flagged = sweep.Args(
         preset="cpu", runs=["hopper-medium:0", "antmaze-umaze:0"], episodes=20, root="x",
         temperature_grid=[0.5, 7.0], shooting_step_grid=[0.02, 0.2],
