@@ -403,6 +403,18 @@ def snapshot_path(path: str, step: int) -> str:
     return f"{stem}_step{step}{ext or '.pt'}"
 
 
+def models_info(paths: dict) -> dict:
+    """What each checkpoint behind a result was ({stage: path} -> {stage: path, step, held-out metrics; ReBRAC:
+    its last evaluation score}), as the checkpoints recorded it: the budgets a summary reports with its scores."""
+    out = {}
+    for stage, path in paths.items():
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        metrics = {"score": ckpt.get("score")} if stage == "rebrac" else dict(ckpt.get("metrics", {}))
+        metrics = {k: None if v is None else float(v) for k, v in metrics.items()}
+        out[stage] = {"path": path, "step": int(ckpt["step"]), "metrics": metrics}
+    return out
+
+
 def make_command(stage: str, env_id: str, seed: int = 0, path: str | None = None) -> str:
     """The command that (re)makes a stage's checkpoint (at `path`, where it is not the default one)."""
     where = "" if path is None or path == checkpoint_path(env_id, stage, seed) else f" --checkpoint {shlex.quote(path)}"

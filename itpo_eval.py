@@ -40,6 +40,7 @@ from common import (
     checkpoint_path,
     imagine_rollout,
     make_eval_env_fn,
+    models_info,
     normalized_score,
     parse_env_id,
     require,
@@ -126,22 +127,25 @@ class Args:
 # ---------------------------------------------------------------------------------------------
 # Loading the frozen models
 # ---------------------------------------------------------------------------------------------
+def model_paths(args: Args) -> dict:
+    """{stage: checkpoint} of the models args names (default: the path rule of common.checkpoint_path)."""
+    world = "dynamics" if args.world_model == "ddpm" else "meanflow"
+    given = {"rebrac": args.rebrac_checkpoint, world: args.dynamics_checkpoint, "reward": args.reward_checkpoint}
+    return {stage: path or checkpoint_path(args.env_id, stage, args.seed) for stage, path in given.items()}
+
+
 def load_models(args: Args):
     """(actor, critic, world model, reward model, rebrac args) for args.env_id, on args.device."""
     # imported here, not at the top: ITPOAgent with your own models needs only this file and common.py
+    from meanflow_onestep import load_meanflow
     from rebrac import load_rebrac
     from train_dynamics import load_dynamics
     from train_reward import load_reward
 
-    env_id, seed = args.env_id, args.seed
-    actor, critic, rebrac = load_rebrac(args.rebrac_checkpoint or checkpoint_path(env_id, "rebrac", seed), env_id, seed)
-    if args.world_model == "ddpm":
-        world = load_dynamics(args.dynamics_checkpoint or checkpoint_path(env_id, "dynamics", seed), env_id, seed)
-    else:
-        from meanflow_onestep import load_meanflow
-
-        world = load_meanflow(args.dynamics_checkpoint or checkpoint_path(env_id, "meanflow", seed), env_id, seed)
-    reward = load_reward(args.reward_checkpoint or checkpoint_path(env_id, "reward", seed), env_id, seed)
+    env_id, seed, (rebrac_path, world_path, reward_path) = args.env_id, args.seed, model_paths(args).values()
+    actor, critic, rebrac = load_rebrac(rebrac_path, env_id, seed)
+    world = (load_dynamics if args.world_model == "ddpm" else load_meanflow)(world_path, env_id, seed)
+    reward = load_reward(reward_path, env_id, seed)
     for name, model in (("world model", world), ("reward model", reward)):
         if model.config["obs_dim"] != rebrac["obs_dim"] or model.config["act_dim"] != rebrac["act_dim"]:
             sys.exit(
@@ -369,6 +373,7 @@ def main(args: Args) -> dict:
     run_name = args.run_name or f"itpo_{args.env_id}_seed{args.seed}_{int(time.time())}"
     writer = SummaryWriter(f"runs/{run_name}")
     settings = {**asdict(args), "gamma": gamma, "reward_scale": reward_scale, "noise_shape": list(world.noise_shape)}
+    settings["models"] = models_info(model_paths(args))  # the budgets behind the result: steps, held-out errors
     writer.add_text("settings", json.dumps(settings))
     print(
         f"[itpo] {args.env_id}: H={args.horizon} M={args.particles} E={args.inner_steps} α={args.step_size} "

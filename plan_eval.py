@@ -38,12 +38,13 @@ from common import (
     batched_policy,
     imagined_returns,
     make_eval_env_fn,
+    models_info,
     require,
     require_device,
     require_positive,
     seed_everything,
 )
-from itpo_eval import ITPOAgent, evaluate, load_models
+from itpo_eval import ITPOAgent, evaluate, load_models, model_paths
 
 
 @dataclass
@@ -361,6 +362,7 @@ def main(args: Args) -> dict:
     run_name = args.run_name or f"{args.planner}_{args.env_id}_seed{args.seed}_{int(time.time())}"
     writer = SummaryWriter(f"runs/{run_name}")
     settings = {**asdict(args), "gamma": gamma, "reward_scale": reward_scale}
+    settings["models"] = models_info(model_paths(args))  # the budgets behind the result: steps, held-out errors
     writer.add_text("settings", json.dumps(settings))
     budget = (
         f"I={args.iterations} N={args.samples} N_π={args.policy_samples} k={args.elites} τ={args.temperature}"

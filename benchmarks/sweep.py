@@ -61,7 +61,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
-from common import ENV_IDS, checkpoint_path  # noqa: E402
+from common import ENV_IDS, checkpoint_path, models_info  # noqa: E402
 
 TRAIN_STAGES = ("rebrac", "dynamics", "reward", "meanflow")
 STOP_WAIT_S = 120  # how long Ctrl-C waits for the stages in flight (a ReBRAC evaluation inside its loop included)
@@ -593,19 +593,6 @@ def read_checkpoint(path: str) -> dict | None:
         return {**ckpt, "step": int(ckpt["step"])}
     except Exception:  # noqa: BLE001 - unreadable: not complete; the stage runs and its resume names the file
         return None
-
-
-def models_info(paths: dict) -> dict:
-    """What each checkpoint of an evaluation was: its path, step and held-out metrics (ReBRAC: its last
-    evaluation score) as the checkpoint recorded them."""
-    import torch
-
-    out = {}
-    for stage, path in paths.items():
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        metrics = {"score": ckpt.get("score")} if stage == "rebrac" else dict(ckpt.get("metrics", {}))
-        out[stage] = {"path": path, "step": int(ckpt["step"]), "metrics": plain(metrics)}
-    return out
 
 
 def seconds(s: float) -> str:

@@ -1,5 +1,6 @@
 """Every script through its command line, as users run it, and a one-line error for each bad input."""
 
+import json
 import os
 import subprocess
 import sys
@@ -110,7 +111,12 @@ def test_every_stage_runs_from_its_command_line(pipeline):
         )
         assert result.returncode == 0, result.stderr[-2000:]
         assert "ITPO − ReBRAC on the same seeds" in result.stdout
-        assert (cwd / f"runs/{world_model}/summary.json").exists()
+        # the summary names the budgets behind its scores: each model's step and held-out error (DESIGN: report
+        # every result with the budgets of its stages)
+        models = json.loads((cwd / f"runs/{world_model}/summary.json").read_text())["settings"]["models"]
+        world = "dynamics" if world_model == "ddpm" else "meanflow"
+        assert list(models) == ["rebrac", world, "reward"] and all(m["step"] > 0 for m in models.values())
+        assert models[world]["metrics"]["one_step_rmse"] > 0 and models["reward"]["metrics"]["reward_rmse"] > 0
     result = run(
         "benchmarks/world_model_speed.py",
         "--env-id",

@@ -171,6 +171,7 @@ def test_cli_runs_the_planner_paired_with_rebrac(pipeline, tmp_path, planner):
     diff = np.array(summary[planner]["normalized_scores"]) - np.array(summary["rebrac"]["normalized_scores"])
     assert summary["paired_difference"]["mean"] == pytest.approx(diff.mean())
     assert summary["settings"]["planner"] == planner
+    assert summary["settings"]["models"]["dynamics"]["path"] == c["dynamics"]  # the budgets behind the scores
 
 
 @pytest.mark.parametrize("planner, knob", [("mppi", "samples"), ("shooting", "particles")])
