@@ -497,6 +497,23 @@ def paper_gains(env_ids: list[str]) -> str:
     )
 
 
+def family_means(rows: list[dict], wm: str) -> str:
+    """Where the rows hold MuJoCo and AntMaze: the mean Δ of each family beside the paper's over the same datasets
+    (a success rate and a return do not average into one figure)."""
+    families = {}
+    for r in rows:
+        if wm in r["diff"]:
+            families.setdefault("AntMaze" if r["env_id"].startswith("antmaze") else "MuJoCo", []).append(r)
+    if len(families) < 2:
+        return ""
+    paper = lambda rs: [PAPER_SCORES[r["env_id"]][1] - PAPER_SCORES[r["env_id"]][0] for r in rs]  # noqa: E731
+    return "; per family: " + ", ".join(
+        f"{f} {np.mean([r['diff'][wm][0] for r in rs]):+.1f} over {len(rs)} (the paper's {np.mean(paper(rs)):+.1f} "
+        "over the same)"
+        for f, rs in families.items()
+    )
+
+
 def environment(env_id: str) -> str:
     """hopper-medium-replay -> hopper: the table's groups and the figures' files."""
     return env_id.split("-", 1)[0]
@@ -654,6 +671,7 @@ def write_table(
                     if len(per_env) > 1
                     else ""
                 )
+                + family_means(rows, wm)
                 + "."
             )
     seeded = [r for r in rows if r["seed_diff"]]

@@ -726,6 +726,18 @@ def test_report_on_hand_made_summaries(tmp_path):
     assert len(list((tmp_path / "results" / "summaries").glob("*.json"))) == 10
 
 
+def test_mean_delta_per_family_beside_the_papers_over_the_same_datasets():
+    """A table of MuJoCo and AntMaze rows gives each family's mean Δ with the paper's over the same datasets (its
+    Tables: hopper-medium-replay 95.82 -> 103.14, walker2d-medium 84.78 -> 88.91, antmaze-umaze 99.0 -> 99.0)."""
+    rows = [{"env_id": e, "diff": {"ddpm": (d, d - 1, d + 1)}} for e, d in
+            (("hopper-medium-replay", 10.0), ("walker2d-medium", 2.0), ("antmaze-umaze", -4.0))]  # fmt: skip
+    assert report.family_means(rows, "ddpm") == (
+        "; per family: MuJoCo +6.0 over 2 (the paper's +5.7 over the same), AntMaze -4.0 over 1 (the paper's +0.0 "
+        "over the same)"
+    )
+    assert report.family_means(rows[:2], "ddpm") == "" and report.family_means(rows, "meanflow") == ""
+
+
 def test_a_world_model_run_on_fewer_seeds_names_them(tmp_path):
     """Seeds 0–1 with the DDPM, seed 1 alone with MeanFlow: the MeanFlow cells are seed 1's and say so."""
     rng = np.random.default_rng(1)
