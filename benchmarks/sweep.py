@@ -1407,7 +1407,9 @@ def main(args: Args) -> dict:
 
         try:
             report.main(report.Args(root=root, out=args.out or os.path.join(root, "results")))
-        except (Exception, SystemExit):  # noqa: BLE001 - the stages' results stand without the report (it exits with one line on bad input)
+        except SystemExit as err:  # its one-line error, e.g. no row finished yet: the stages' results stand
+            print(f"[sweep] no report: {str(err.code).removeprefix('error: ')}")
+        except Exception:  # noqa: BLE001 - the stages' results stand without the report
             print(f"[sweep] the report failed:\n{traceback.format_exc(limit=-1)}")
     return {
         "statuses": {n.id: n.status for n in sweep.nodes.values()},

@@ -301,6 +301,15 @@ def test_a_stage_whose_worker_dies_fails_with_the_time_it_ran_and_the_sweep_goes
     assert re.search(r"failed in [0-9.]+s \(traceback in ", line), line
 
 
+def test_a_sweep_with_no_finished_row_says_so_in_one_line(monkeypatch, tmp_path, capsys):
+    """Where no evaluation has finished (every one waits on a failed stage), the report's one-line error is
+    printed as one line, not as its traceback (seen after an AntMaze ReBRAC's worker died)."""
+    monkeypatch.setattr(sweep.Sweep, "run", lambda self: None)  # nothing runs, nothing is summarised
+    sweep.main(sweep.Args(preset="smoke", env_ids=["hopper-medium-replay"], root=str(tmp_path)))
+    out = capsys.readouterr().out
+    assert "[sweep] no report: no summaries in " in out and "Traceback" not in out, out[-1500:]
+
+
 def test_overlapping_tuning_and_evaluation_seeds_are_refused():
     base = {"preset": "smoke", "env_ids": ["hopper-medium-replay"]}  # smoke: 2 tuning and 2 evaluation episodes
     sweep.resolve(sweep.Args(**base, eval_seed=1000, tune_seed=1002))  # 1000..1001 vs 1002..1003: disjoint
