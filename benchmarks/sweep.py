@@ -236,8 +236,8 @@ ENV_BUDGETS = {
 }
 # what a row of ENV_BUDGETS may set: ReBRAC's and the world models' budgets, the episodes, the planners' grids
 ENV_BUDGET_FIELDS = ("rebrac_updates", "rebrac_batch_size", "rebrac_curve", "dynamics_steps", "meanflow_steps")
-ENV_BUDGET_FIELDS += ("wm_eval_every",)
-ENV_BUDGET_FIELDS += ("meanflow_eval_every", "dynamics_curve", "meanflow_curve", "episodes", "tune_episodes")
+ENV_BUDGET_FIELDS += ("wm_eval_every", "meanflow_eval_every", "dynamics_curve", "meanflow_curve", "episodes")
+ENV_BUDGET_FIELDS += ("tune_episodes",)
 ENV_BUDGET_FIELDS += ("temperature_grid", "shooting_step_grid")
 assert all(set(row) <= set(ENV_BUDGET_FIELDS) for rows in ENV_BUDGETS.values() for row in rows.values())
 
@@ -249,11 +249,8 @@ CURVE_FIELDS = {
     "dynamics_curve": ("dynamics", "dynamics_steps", "wm_eval_every"),
     "meanflow_curve": ("meanflow", "meanflow_steps", "meanflow_eval_every"),
 }
-SWITCH_FIELDS = (
-    "rebrac_compile",
-    "rebrac_precision",
-    "itpo_compile",
-)  # settings of the preset table, beside its integer budgets
+# settings of the preset table, beside its integer budgets
+SWITCH_FIELDS = ("rebrac_compile", "rebrac_precision", "itpo_compile")
 GRID_FIELDS = ("temperature_grid", "shooting_step_grid")  # ... and lists of candidates to tune
 BUDGET_FIELDS = tuple(k for k in PRESETS["cpu"] if k not in (*CURVE_FIELDS, *SWITCH_FIELDS, *GRID_FIELDS))
 

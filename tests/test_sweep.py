@@ -741,9 +741,12 @@ def test_mean_delta_per_family_beside_the_papers_over_the_same_datasets():
     rows = [{"env_id": e, "diff": {"ddpm": (d, d - 1, d + 1)}} for e, d in
             (("hopper-medium-replay", 10.0), ("walker2d-medium", 2.0), ("antmaze-umaze", -4.0))]  # fmt: skip
     assert report.family_means(rows, "ddpm") == (
-        "; per family: MuJoCo +6.0 over 2 (the paper's +5.7 over the same), AntMaze -4.0 over 1 (the paper's +0.0 "
-        "over the same)"
+        "; per family: MuJoCo +6.0 over 2 (the paper's +5.7 over the same 2), AntMaze -4.0 over 1 (the paper's +0.0 "
+        "over the same 1)"
     )
+    # a random dataset, which the paper's tables do not hold, counts in ours and not in the paper's (it raised)
+    random = rows + [{"env_id": "hopper-random", "diff": {"ddpm": (1.0, 0.0, 2.0)}}]
+    assert "MuJoCo +4.3 over 3 (the paper's +5.7 over the same 2)" in report.family_means(random, "ddpm")
     assert report.family_means(rows[:2], "ddpm") == "" and report.family_means(rows, "meanflow") == ""
 
 
