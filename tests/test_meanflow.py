@@ -64,6 +64,44 @@ def test_tilt_weights():
     torch.testing.assert_close(mf.tilt_weights(Zero(), s, a, 0.5), torch.exp(-(a**2).sum(-1) / 0.5))
 
 
+def test_temperature_for_ess_meets_the_share_and_sharpens_as_it_falls():
+    """τ from --tilt-ess: exp(−d/τ) keeps the asked share of the effective sample size; a smaller share is a
+    sharper tilt (smaller τ); distances that are all alike leave nothing to tilt (inf)."""
+    distance = torch.rand(1000) ** 3 * 4  # most transitions near the policy, a tail far from it
+    temperatures = []
+    for share in (0.9, 0.5, 0.1):
+        tau = mf.temperature_for_ess(distance, share)
+        assert abs(mf.effective_sample_share(torch.exp(-distance.double() / tau)) - share) < 1e-6
+        temperatures.append(tau)
+    assert temperatures[0] > temperatures[1] > temperatures[2] > 0
+    assert mf.temperature_for_ess(torch.full((10,), 0.7), 0.5) == math.inf
+    assert mf.effective_sample_share(torch.ones(7)) == 1.0
+    assert abs(mf.effective_sample_share(torch.tensor([1.0, 0, 0, 0])) - 0.25) < 1e-12
+
+
+def test_tilt_ess_trains_under_the_tau_it_chose(pipeline, tmp_path, capsys):
+    """--tilt-ess 0.5: the weights the run trains on keep half the data's effective sample size (printed) and the
+    checkpoint records the chosen τ beside the share; a resume re-derives the same τ."""
+    args = dict(
+        env_id=pipeline["env_id"],
+        hidden_dim=16,
+        num_layers=2,
+        total_steps=4,
+        eval_every=2,
+        holdout=20,
+        device="cpu",
+        tilt_ess=0.5,
+        rebrac_checkpoint=pipeline["ckpt"]["rebrac"],
+        checkpoint=str(tmp_path / "meanflow_ess.pt"),
+    )
+    mf.main(mf.Args(**args))
+    assert "(chosen by --tilt-ess 0.5): effective sample size 50.0% of the data" in capsys.readouterr().out
+    ckpt = torch.load(args["checkpoint"], weights_only=True)
+    assert ckpt["tilt_ess"] == 0.5 and 0 < ckpt["tilt_temperature"] < 1.0  # sharper than the default τ = 1
+    mf.main(mf.Args(**{**args, "total_steps": 6, "resume": True}))  # same τ, so the resume is accepted
+    assert torch.load(args["checkpoint"], weights_only=True)["step"] == 6
+
+
 def test_time_sampling():
     torch.manual_seed(0)
     r, t = mf.sample_times(20_000, mf.Args(), "cpu")
