@@ -927,7 +927,8 @@ def plot_budget_curves(path: str, curves: list[dict]) -> None:
 
 def load_histories(root: str, include: list[str] = ()) -> dict[str, dict[tuple[str, int], list[dict]]]:
     """{stage: {(env_id, seed): history}} from the --include folders' histories/*.json, then from the
-    checkpoints under <root>/checkpoints/ (which win)."""
+    checkpoints under <root>/checkpoints/ (which win, unless still short of their own budget: a stage the
+    sweep is training does not replace the finished history of the run the table holds)."""
     import torch
 
     out: dict = {}
@@ -940,12 +941,16 @@ def load_histories(root: str, include: list[str] = ()) -> dict[str, dict[tuple[s
         if match is None:
             continue
         try:
-            history = torch.load(path, map_location="cpu", weights_only=True).get("history", [])
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - a half-written or foreign file: no curve, not no report
             print(f"[report] cannot read {path} ({type(err).__name__}); no curve for it")
             continue
-        env_id = os.path.basename(os.path.dirname(path))
-        out.setdefault(match.group(1), {})[(env_id, int(match.group(2)))] = history
+        run, stage = (os.path.basename(os.path.dirname(path)), int(match.group(2))), match.group(1)
+        budget = ckpt.get("args", {}).get("total_updates" if stage == "rebrac" else "total_steps")
+        if run in out.get(stage, {}) and budget is not None and ckpt.get("step", budget) < budget:
+            print(f"[report] {path} is at step {ckpt['step']} of {budget}: the included history stands")
+            continue
+        out.setdefault(stage, {})[run] = ckpt.get("history", [])
     return out
 
 

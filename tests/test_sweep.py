@@ -802,6 +802,26 @@ def test_report_adds_a_sweep_to_an_earlier_report(tmp_path):
         report.Args(include=[str(tmp_path / "nothing")])
 
 
+def test_a_stage_still_training_does_not_replace_the_history_of_the_run_the_table_holds(tmp_path, capsys):
+    """A root that continues a run (a MeanFlow taken on from 30k to 200k) holds its checkpoint mid-training: the
+    included report's finished history stands until the checkpoint reaches its own budget; then it wins."""
+    root, earlier = tmp_path / "root", tmp_path / "earlier"
+    os.makedirs(earlier / "histories")
+    finished = [{"step": 30, "one_step_rmse": 1.2}]
+    record = {"env_id": "halfcheetah-medium-replay", "seed": 1, "stage": "meanflow", "history": finished}
+    (earlier / "histories" / "halfcheetah-medium-replay_seed1_meanflow.json").write_text(json.dumps(record))
+    path = root / "checkpoints" / "halfcheetah-medium-replay" / "meanflow_seed1.pt"
+    os.makedirs(path.parent)
+    partial = finished + [{"step": 50, "one_step_rmse": 1.1}]
+    torch.save({"step": 50, "args": {"total_steps": 200}, "history": partial}, path)
+    assert report.load_histories(str(root), [str(earlier)])["meanflow"][("halfcheetah-medium-replay", 1)] == finished
+    assert "is at step 50 of 200: the included history stands" in capsys.readouterr().out
+    assert report.load_histories(str(root))["meanflow"][("halfcheetah-medium-replay", 1)] == partial  # none else
+    done = partial + [{"step": 200, "one_step_rmse": 0.8}]
+    torch.save({"step": 200, "args": {"total_steps": 200}, "history": done}, path)
+    assert report.load_histories(str(root), [str(earlier)])["meanflow"][("halfcheetah-medium-replay", 1)] == done
+
+
 def test_budget_lines_name_the_rows_of_each_budget_and_what_it_sets_apart():
     """Budgets shared by every row are said once; each set names its rows and only what differs from the others."""
     hopper = {"preset": "cpu", "rebrac_updates": 200000, "dynamics_steps": 50000}
