@@ -130,9 +130,9 @@ class Args:
         )
         if self.tilt_ess is not None:
             require(0 < self.tilt_ess < 1, f"--tilt-ess must be in (0, 1), not {self.tilt_ess}")
+            ignored = self.tilt_temperature  # τ = 1 is the default; any other value asks for a τ that would go unused
             require(
-                not math.isinf(self.tilt_temperature),
-                "--tilt-ess chooses τ for a tilt, --tilt-temperature inf turns it off: give one of them",
+                ignored == 1.0, f"--tilt-ess chooses τ, --tilt-temperature {ignored} would be ignored: give one of them"
             )
         require(0 <= self.share_r_equals_t <= 1, f"--share-r-equals-t must be in [0, 1], not {self.share_r_equals_t}")
         require(0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), not {self.ema_decay}")

@@ -229,6 +229,7 @@ def test_collect_dataset_runs_from_its_command_line(tmp_path):
         ("meanflow_onestep.py", ["--tilt-temperature", "0"], "--tilt-temperature"),
         ("meanflow_onestep.py", ["--tilt-ess", "1"], "--tilt-ess must be in (0, 1)"),
         ("meanflow_onestep.py", ["--tilt-ess", "0.5", "--tilt-temperature", "inf"], "give one of them"),
+        ("meanflow_onestep.py", ["--tilt-ess", "0.5", "--tilt-temperature", "0.3"], "give one of them"),
     ],
 )
 def test_numbers_out_of_range_are_refused_at_parse_time(script, argv, says):
